@@ -1,0 +1,426 @@
+//! crustd's TOML configuration. Every field has a default, so an empty file (or none)
+//! is a complete configuration; `crustd config default` prints [`default_toml`], the
+//! same defaults with a comment per field, and a test keeps the two in step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors reading or validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {path}: line {line}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// What is wrong, on one line.
+        message: String,
+    },
+    /// A field has a value crustd cannot use.
+    #[error("config: {field}: {message}")]
+    Invalid {
+        /// The field, as a TOML path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Persistent data: image content, unpacked layers, metadata.
+    pub root: PathBuf,
+    /// Runtime state: sockets, bundles, netns pins; gone on reboot.
+    pub state: PathBuf,
+    /// Where the CRI server listens: `unix:///absolute/path`.
+    pub listen: String,
+    /// Log filter in tracing's env-filter syntax; `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// The `[cgroup]` table.
+    pub cgroup: CgroupConfig,
+    /// The `[network]` table.
+    pub network: NetworkConfig,
+    /// The `[registry]` table.
+    pub registry: RegistryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/crust"),
+            state: PathBuf::from("/run/crust"),
+            listen: "unix:///run/crust/crust.sock".into(),
+            log_level: "info".into(),
+            cgroup: CgroupConfig::default(),
+            network: NetworkConfig::default(),
+            registry: RegistryConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses TOML text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            line: e
+                .span()
+                .map_or(1, |s| text[..s.start].matches('\n').count() + 1),
+            message: e.message().replace('\n', " "),
+        })
+    }
+
+    /// The socket path of `listen`.
+    pub fn socket_path(&self) -> Result<PathBuf> {
+        let path = self.listen.strip_prefix("unix://").ok_or_else(|| {
+            invalid(
+                "listen",
+                format!("{:?} is not a unix:// address", self.listen),
+            )
+        })?;
+        if !path.starts_with('/') {
+            return Err(invalid(
+                "listen",
+                format!("{:?} is not an absolute socket path", self.listen),
+            ));
+        }
+        Ok(PathBuf::from(path))
+    }
+
+    /// Checks every table; the first problem found is the error.
+    pub fn validate(&self) -> Result<()> {
+        absolute("root", &self.root)?;
+        absolute("state", &self.state)?;
+        self.socket_path()?;
+        if self.log_level.trim().is_empty() {
+            return Err(invalid("log_level", "must not be empty"));
+        }
+        self.cgroup.validate()?;
+        self.network.validate()?;
+        self.registry.validate()
+    }
+}
+
+fn absolute(field: &str, path: &Path) -> Result<()> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{} is not an absolute path", path.display()),
+        ))
+    }
+}
+
+/// How crustd manages cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// Directories under the cgroup filesystem, managed by crust itself.
+    Cgroupfs,
+    /// Transient units through systemd; only where systemd is PID 1.
+    Systemd,
+}
+
+/// The `[cgroup]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CgroupConfig {
+    /// `cgroupfs` or `systemd`.
+    pub driver: CgroupDriver,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig {
+            driver: CgroupDriver::Cgroupfs,
+        }
+    }
+}
+
+impl CgroupConfig {
+    /// The systemd driver needs systemd running as the init system.
+    pub fn validate(&self) -> Result<()> {
+        if self.driver == CgroupDriver::Systemd && !Path::new("/run/systemd/system").is_dir() {
+            return Err(invalid(
+                "cgroup.driver",
+                "systemd is not running on this host; use \"cgroupfs\"",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The `[network]` table: where CNI configs and plugins are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// The first config file by name in this directory is the pod network.
+    pub conf_dir: PathBuf,
+    /// Directories searched in order for CNI plugin binaries.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Paths must be absolute.
+    pub fn validate(&self) -> Result<()> {
+        absolute("network.conf_dir", &self.conf_dir)?;
+        if self.bin_dirs.is_empty() {
+            return Err(invalid(
+                "network.bin_dirs",
+                "must name at least one directory",
+            ));
+        }
+        for dir in &self.bin_dirs {
+            absolute("network.bin_dirs", dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `[registry]` table: how registries are reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry hosts (`host` or `host:port`) reached over plain HTTP; localhost and
+    /// 127.0.0.1 always are.
+    pub insecure: Vec<String>,
+    /// Mirrors per upstream registry host, tried in order before the upstream.
+    pub mirrors: BTreeMap<String, Mirror>,
+}
+
+/// The mirrors of one upstream registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mirror {
+    /// Endpoints as `http://host[:port]` or `https://host[:port]`, tried in order.
+    pub endpoints: Vec<String>,
+}
+
+impl RegistryConfig {
+    /// Hosts must be bare host[:port]; endpoints must be http(s) URLs.
+    pub fn validate(&self) -> Result<()> {
+        for host in &self.insecure {
+            valid_host("registry.insecure", host)?;
+        }
+        for (host, mirror) in &self.mirrors {
+            let field = format!("registry.mirrors.\"{host}\"");
+            valid_host(&field, host)?;
+            if mirror.endpoints.is_empty() {
+                return Err(invalid(field, "has no endpoints"));
+            }
+            for ep in &mirror.endpoints {
+                let rest = ep
+                    .strip_prefix("http://")
+                    .or_else(|| ep.strip_prefix("https://"))
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{field}.endpoints"),
+                            format!("{ep:?} is not an http:// or https:// URL"),
+                        )
+                    })?;
+                valid_host(&format!("{field}.endpoints"), rest.trim_end_matches('/'))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_host(field: &str, host: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("{host:?} is not a registry host[:port]"),
+        ))
+    }
+}
+
+/// The default configuration as TOML, with a comment per field.
+pub fn default_toml() -> String {
+    let d = Config::default();
+    let bin_dirs: Vec<String> = d
+        .network
+        .bin_dirs
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    format!(
+        r#"# crustd configuration. Every field is optional: these are the defaults.
+
+# Persistent data: image content, unpacked layers, the metadata database.
+root = {root:?}
+# Runtime state: the CRI socket, shim sockets, bundles, netns pins. Gone on reboot.
+state = {state:?}
+# Where the CRI gRPC server listens (unix:// with an absolute path).
+listen = {listen:?}
+# Log filter in tracing's env-filter syntax ("info", "crust=debug", ...); RUST_LOG wins.
+log_level = {log_level:?}
+
+[cgroup]
+# "cgroupfs" (crust manages cgroup directories itself), or "systemd" where systemd is PID 1.
+driver = "cgroupfs"
+
+[network]
+# CNI: the first config file by name (.conflist, .conf, .json) in this directory.
+conf_dir = {conf_dir:?}
+# Directories searched, in order, for CNI plugin binaries.
+bin_dirs = [{bin_dirs}]
+
+[registry]
+# Registry hosts (host or host:port) reached over plain HTTP. localhost and 127.0.0.1
+# always are.
+insecure = []
+
+# Mirrors of an upstream registry, tried in order before it. For example:
+# [registry.mirrors."registry.k8s.io"]
+# endpoints = ["http://127.0.0.1:5000"]
+[registry.mirrors]
+"#,
+        root = d.root.display().to_string(),
+        state = d.state.display().to_string(),
+        listen = d.listen,
+        log_level = d.log_level,
+        conf_dir = d.network.conf_dir.display().to_string(),
+        bin_dirs = bin_dirs.join(", "),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn default_toml_is_the_default_config() {
+        let parsed = parse(&default_toml()).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.validate().unwrap();
+    }
+
+    #[test]
+    fn default_toml_documents_every_field() {
+        let text = default_toml();
+        let value = toml::Value::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (key, v) in value.as_table().unwrap() {
+            match v.as_table() {
+                Some(table) => {
+                    assert!(text.contains(&format!("[{key}]")), "table {key}");
+                    for sub in table.keys() {
+                        if !text.contains(&format!("\n{sub} ="))
+                            && !text.contains(&format!("[{key}.{sub}]"))
+                        {
+                            missing.push(format!("{key}.{sub}"));
+                        }
+                    }
+                }
+                None if !text.contains(&format!("\n{key} =")) => missing.push(key.clone()),
+                None => {}
+            }
+        }
+        assert!(missing.is_empty(), "undocumented fields: {missing:?}");
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_field_names_the_line() {
+        let err = parse("root = \"/x\"\n\n[cgroup]\ndrvier = \"systemd\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("drvier"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn mirrors_parse_and_validate() {
+        let c = parse(
+            "[registry.mirrors.\"registry.k8s.io\"]\nendpoints = [\"http://127.0.0.1:5111\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.registry.mirrors["registry.k8s.io"].endpoints,
+            ["http://127.0.0.1:5111"]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_name() {
+        let cases = [
+            ("listen = \"tcp://1.2.3.4:5\"", "listen"),
+            ("listen = \"unix://relative.sock\"", "listen"),
+            ("root = \"relative\"", "root"),
+            ("[network]\nbin_dirs = []", "network.bin_dirs"),
+            (
+                "[registry.mirrors.\"gcr.io\"]\nendpoints = [\"ftp://x\"]",
+                "registry.mirrors.\"gcr.io\".endpoints",
+            ),
+            (
+                "[registry.mirrors.\"gcr.io\"]\nendpoints = []",
+                "registry.mirrors.\"gcr.io\"",
+            ),
+            ("[registry]\ninsecure = [\"a b\"]", "registry.insecure"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap().validate().unwrap_err();
+            match err {
+                Error::Invalid { field: f, .. } => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: {other}"),
+            }
+        }
+    }
+}

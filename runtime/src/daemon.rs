@@ -1,0 +1,181 @@
+//! Start-up and shutdown of crustd: directories, the root-dir lock, the CRI socket, the
+//! gRPC server, and the clean exit on a shutdown signal.
+
+use std::fs::{self, File, OpenOptions};
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crust_proto::cri::image_service_server::ImageServiceServer;
+use crust_proto::cri::runtime_service_server::RuntimeServiceServer;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::{self, Config};
+use crate::server::{Context, CriService};
+use crate::shims;
+
+/// kubelet's own limit for CRI messages.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why crustd could not start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// A directory could not be created.
+    #[error("create {path}: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another crustd holds the root dir.
+    #[error("root dir {root} is in use by another crustd{holder}")]
+    RootInUse {
+        /// The root dir.
+        root: PathBuf,
+        /// " (pid N)" when known.
+        holder: String,
+    },
+    /// The lock file could not be opened or written.
+    #[error("lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Another server answers on the socket.
+    #[error("another crustd is already serving {0}")]
+    SocketInUse(PathBuf),
+    /// The socket could not be bound or prepared.
+    #[error("listen on {path}: {source}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("serve: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Serves CRI on the configured socket until `shutdown` resolves, then removes the
+/// socket. The config must be valid.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config.validate()?;
+    let socket = config.socket_path()?;
+    let images = config.root.join("images");
+    let containers = config.root.join("containers");
+    for dir in [&config.root, &config.state, &images, &containers] {
+        create_dir(dir)?;
+    }
+    let _lock = lock_root(&config.root)?;
+    let listener = bind(&socket)?;
+
+    let ctx = Arc::new(Context {
+        shim_path: shims::locate(),
+        config,
+        readiness: Default::default(),
+    });
+    // Nothing is persisted yet, so there is nothing to recover before serving.
+    ctx.readiness.set_ready();
+    tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
+
+    let service = CriService::new(ctx);
+    let runtime = RuntimeServiceServer::new(service.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let image = ImageServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let served = tonic::transport::Server::builder()
+        .add_service(runtime)
+        .add_service(image)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = fs::remove_file(&socket);
+    served?;
+    tracing::info!("crustd stopped");
+    Ok(())
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(path)
+        .map_err(|source| Error::CreateDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// One crustd per root dir: an exclusive flock on `<root>/crustd.lock`, held for the
+/// process's life, with the holder's pid in the file.
+fn lock_root(root: &Path) -> Result<Flock<File>> {
+    let path = root.join("crustd.lock");
+    let lock_err = |source| Error::Lock {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_err)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, _)) => {
+            let pid = fs::read_to_string(&path).unwrap_or_default();
+            let pid = pid.trim();
+            return Err(Error::RootInUse {
+                root: root.to_owned(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+    };
+    lock.set_len(0).map_err(lock_err)?;
+    writeln!(lock, "{}", std::process::id()).map_err(lock_err)?;
+    Ok(lock)
+}
+
+/// Binds the CRI socket with mode 0660. A socket nobody answers on is a leftover of a
+/// crashed crustd and is replaced; one that answers belongs to a live crustd.
+fn bind(path: &Path) -> Result<UnixListener> {
+    let listen_err = |source| Error::Listen {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        create_dir(parent)?;
+    }
+    if UnixStream::connect(path).is_ok() {
+        return Err(Error::SocketInUse(path.to_owned()));
+    }
+    match fs::remove_file(path) {
+        Ok(()) => tracing::info!(socket = %path.display(), "replaced a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_err(e)),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(listen_err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    UnixListener::from_std(listener).map_err(listen_err)
+}

@@ -1,0 +1,3 @@
+//! ImageService RPCs, one file each.
+
+pub mod image_fs_info;

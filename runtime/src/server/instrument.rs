@@ -1,0 +1,126 @@
+//! The one layer every RPC passes through: it refuses calls with `Unavailable` until
+//! start-up recovery has finished, logs each call with its ids and outcome, and maps
+//! domain errors to gRPC status codes. Nothing else builds a `tonic::Status`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tonic::{Code, Response, Status};
+
+use super::error::Error;
+
+/// Whether crustd has finished recovering its state and may serve requests.
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    /// Marks recovery as finished.
+    pub fn set_ready(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// True once recovery has finished.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// How loudly a call is logged: polling calls (Version, Status, List*) would drown the
+/// log at `info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Calls that change state: logged at `info`.
+    Change,
+    /// Calls that only read: logged at `debug`.
+    Read,
+}
+
+/// Runs one RPC body: refuses it while recovering, logs it, maps its error.
+pub async fn call<T, F>(
+    readiness: &Readiness,
+    rpc: &'static str,
+    id: &str,
+    verbosity: Verbosity,
+    body: F,
+) -> Result<Response<T>, Status>
+where
+    F: Future<Output = Result<T, Error>>,
+{
+    if !readiness.is_ready() {
+        return Err(Status::unavailable(format!(
+            "{rpc}: crustd is still recovering its state, try again"
+        )));
+    }
+    let start = Instant::now();
+    let result = body.await;
+    let micros = start.elapsed().as_micros() as u64;
+    match result {
+        Ok(resp) => {
+            match verbosity {
+                Verbosity::Change => tracing::info!(rpc, id, micros, "ok"),
+                Verbosity::Read => tracing::debug!(rpc, id, micros, "ok"),
+            }
+            Ok(Response::new(resp))
+        }
+        Err(err) => {
+            let code = code(&err);
+            if code == Code::Internal {
+                tracing::error!(rpc, id, micros, error = %err, "failed");
+            } else {
+                tracing::info!(rpc, id, micros, error = %err, ?code, "refused");
+            }
+            Err(Status::new(code, err.to_string()))
+        }
+    }
+}
+
+/// The gRPC code for a domain error.
+pub fn code(err: &Error) -> Code {
+    match err {
+        Error::NotBuilt { .. } => Code::Unimplemented,
+        Error::FsUsage(_) | Error::Task { .. } => Code::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unavailable_until_ready() {
+        let r = Readiness::default();
+        let body = async { Ok::<_, Error>(1) };
+        let status = call(&r, "Version", "", Verbosity::Read, body)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("Version"));
+        r.set_ready();
+        let resp = call(&r, "Version", "", Verbosity::Read, async {
+            Ok::<_, Error>(1)
+        })
+        .await
+        .unwrap();
+        assert_eq!(resp.into_inner(), 1);
+    }
+
+    #[tokio::test]
+    async fn not_built_is_unimplemented_and_named() {
+        let r = Readiness::default();
+        r.set_ready();
+        let body = async {
+            Err::<(), _>(Error::NotBuilt {
+                rpc: "RunPodSandbox",
+            })
+        };
+        let status = call(&r, "RunPodSandbox", "", Verbosity::Change, body)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+        assert_eq!(
+            status.message(),
+            "RunPodSandbox: not implemented by crust yet"
+        );
+    }
+}
