@@ -1,0 +1,61 @@
+//! The image record: what crustd reports in ImageStatus and ListImages and needs to
+//! create a container.
+
+use oci_spec::image::{Config, ImageConfiguration};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+/// A pulled image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    /// The image ID: the digest of its config blob, `sha256:<hex>`.
+    pub id: Digest,
+    /// Tag references, `registry.k8s.io/pause:3.9`: empty for an image pulled only by
+    /// digest, as containerd reports it.
+    pub repo_tags: Vec<String>,
+    /// Digest references, `registry.k8s.io/pause@sha256:<manifest or index digest>`.
+    pub repo_digests: Vec<String>,
+    /// Size as containerd reports it: the compressed bytes of the index (if any), the
+    /// manifest, the config and the layers for this platform.
+    pub size: u64,
+    /// The image config (Env, Cmd, Entrypoint, WorkingDir, User, StopSignal, Volumes,
+    /// Labels, ExposedPorts under `config()`, plus rootfs and history).
+    pub config: ImageConfiguration,
+    /// Layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// Whether kubelet must never garbage collect it.
+    pub pinned: bool,
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Digest of the (compressed) blob.
+    pub digest: Digest,
+    /// Size of the blob.
+    pub size: u64,
+    /// sha256 of the uncompressed tar, from the config's rootfs.diff_ids.
+    pub diff_id: Digest,
+    /// Chain ID of this layer and all below it: the snapshot's name.
+    pub chain_id: Digest,
+}
+
+impl Image {
+    /// The runtime part of the image config, if the image has one.
+    pub fn runtime_config(&self) -> Option<&Config> {
+        self.config.config().as_ref()
+    }
+
+    /// The `User` of the image config (`1000`, `nobody`, `1000:1000`), if set.
+    pub fn user(&self) -> Option<&str> {
+        self.runtime_config()
+            .and_then(|c| c.user().as_deref())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// Chain IDs of the layers, bottom first.
+    pub fn chain_ids(&self) -> impl DoubleEndedIterator<Item = &Digest> {
+        self.layers.iter().map(|l| &l.chain_id)
+    }
+}
