@@ -65,6 +65,8 @@ pub struct Config {
     pub network: NetworkConfig,
     /// The `[registry]` table.
     pub registry: RegistryConfig,
+    /// The `[image]` table.
+    pub image: ImageConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             network: NetworkConfig::default(),
             registry: RegistryConfig::default(),
+            image: ImageConfig::default(),
         }
     }
 }
@@ -129,7 +132,8 @@ impl Config {
         }
         self.cgroup.validate()?;
         self.network.validate()?;
-        self.registry.validate()
+        self.registry.validate()?;
+        self.image.validate()
     }
 }
 
@@ -267,6 +271,53 @@ impl RegistryConfig {
     }
 }
 
+/// The `[image]` table: bounds on pulls and unpacking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Largest uncompressed size of one layer, in bytes.
+    pub max_layer_size: u64,
+    /// Bytes kept free on the root dir's filesystem while unpacking.
+    pub min_free_disk: u64,
+    /// A pull that receives nothing for this many seconds fails.
+    pub stall_timeout: u64,
+    /// Slowest acceptable download rate in bytes per second, over a minute; 0 is off.
+    pub min_throughput: u64,
+    /// Layers of one pull downloaded at the same time.
+    pub max_concurrent_downloads: usize,
+    /// Images reported as pinned, which kubelet never garbage collects.
+    pub pinned_images: Vec<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_layer_size: 32 << 30,
+            min_free_disk: 512 << 20,
+            stall_timeout: 300,
+            min_throughput: 0,
+            max_concurrent_downloads: 3,
+            pinned_images: Vec::new(),
+        }
+    }
+}
+
+impl ImageConfig {
+    /// Sizes and counts must be usable.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_layer_size == 0 {
+            return Err(invalid("image.max_layer_size", "must be above 0"));
+        }
+        if self.stall_timeout == 0 {
+            return Err(invalid("image.stall_timeout", "must be above 0"));
+        }
+        if self.max_concurrent_downloads == 0 {
+            return Err(invalid("image.max_concurrent_downloads", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
 fn valid_host(field: &str, host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host
@@ -322,6 +373,20 @@ insecure = []
 # [registry.mirrors."registry.k8s.io"]
 # endpoints = ["http://127.0.0.1:5000"]
 [registry.mirrors]
+
+[image]
+# Largest uncompressed size of one layer, in bytes: a pull over it fails.
+max_layer_size = {max_layer_size}
+# Bytes kept free on the root dir's filesystem: unpacking stops before going below.
+min_free_disk = {min_free_disk}
+# A pull that receives nothing for this many seconds fails.
+stall_timeout = {stall_timeout}
+# Slowest acceptable download rate in bytes per second, over a minute; 0 turns it off.
+min_throughput = {min_throughput}
+# Layers of one pull downloaded at the same time.
+max_concurrent_downloads = {max_concurrent_downloads}
+# Images reported as pinned (kubelet never garbage collects them), e.g. ["registry.k8s.io/pause:3.9"].
+pinned_images = []
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
@@ -329,6 +394,11 @@ insecure = []
         log_level = d.log_level,
         conf_dir = d.network.conf_dir.display().to_string(),
         bin_dirs = bin_dirs.join(", "),
+        max_layer_size = d.image.max_layer_size,
+        min_free_disk = d.image.min_free_disk,
+        stall_timeout = d.image.stall_timeout,
+        min_throughput = d.image.min_throughput,
+        max_concurrent_downloads = d.image.max_concurrent_downloads,
     )
 }
 
@@ -414,6 +484,7 @@ mod tests {
                 "registry.mirrors.\"gcr.io\"",
             ),
             ("[registry]\ninsecure = [\"a b\"]", "registry.insecure"),
+            ("[image]\nstall_timeout = 0", "image.stall_timeout"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap().validate().unwrap_err();

@@ -8,7 +8,9 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use crust_image_store::{ImageStore, StoreOptions};
 use crust_proto::cri::image_service_server::ImageServiceServer;
 use crust_proto::cri::runtime_service_server::RuntimeServiceServer;
 use nix::fcntl::{Flock, FlockArg};
@@ -21,6 +23,9 @@ use crate::shims;
 
 /// kubelet's own limit for CRI messages.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long calls in flight may run on after a shutdown signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Why crustd could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The image store could not be opened.
+    #[error("image store: {0}")]
+    Images(#[from] crust_image_store::Error),
     /// The gRPC server failed.
     #[error("serve: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -75,18 +83,19 @@ type Result<T> = std::result::Result<T, Error>;
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
     let socket = config.socket_path()?;
-    let images = config.root.join("images");
     let containers = config.root.join("containers");
-    for dir in [&config.root, &config.state, &images, &containers] {
+    for dir in [&config.root, &config.state, &containers] {
         create_dir(dir)?;
     }
     let _lock = lock_root(&config.root)?;
     let listener = bind(&socket)?;
+    let images = ImageStore::open(store_options(&config)).await?;
 
     let ctx = Arc::new(Context {
         shim_path: shims::locate(),
         config,
         readiness: Default::default(),
+        images,
     });
     // Nothing is persisted yet, so there is nothing to recover before serving.
     ctx.readiness.set_ready();
@@ -99,15 +108,52 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let image = ImageServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let served = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(runtime)
         .add_service(image)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = shutdown => {
+            // Let calls in flight finish, but a client that keeps its connection open
+            // (kubelet always does) must not keep crustd from stopping.
+            let _ = stop_tx.send(());
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "clients still connected; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
+    };
     let _ = fs::remove_file(&socket);
     served?;
     tracing::info!("crustd stopped");
     Ok(())
+}
+
+/// The image store's options from the `[registry]` and `[image]` tables.
+fn store_options(config: &Config) -> StoreOptions {
+    let mut o = StoreOptions::new(config.root.join("images"));
+    o.mirrors = config
+        .registry
+        .mirrors
+        .iter()
+        .map(|(host, m)| (host.clone(), m.endpoints.clone()))
+        .collect();
+    o.insecure = config.registry.insecure.clone();
+    o.max_layer_bytes = config.image.max_layer_size;
+    o.min_free_bytes = config.image.min_free_disk;
+    o.stall_timeout = Duration::from_secs(config.image.stall_timeout);
+    o.min_throughput = config.image.min_throughput;
+    o.max_concurrent_downloads = config.image.max_concurrent_downloads;
+    o.pinned = config.image.pinned_images.clone();
+    o
 }
 
 fn create_dir(path: &Path) -> Result<()> {

@@ -10,6 +10,17 @@ pub enum Error {
         /// The RPC's name, as in api.proto.
         rpc: &'static str,
     },
+    /// The request is malformed.
+    #[error("{rpc}: {message}")]
+    InvalidArgument {
+        /// The RPC's name.
+        rpc: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The image store failed; its error names the reference or digest.
+    #[error(transparent)]
+    Image(#[from] crust_image_store::Error),
     /// Measuring the image or container filesystem failed.
     #[error("image filesystem info: {0}")]
     FsUsage(#[from] crust_image_store::usage::Error),

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crust_image_store::ErrorKind as ImageErrorKind;
 use tonic::{Code, Response, Status};
 
 use super::error::Error;
@@ -79,6 +80,17 @@ where
 pub fn code(err: &Error) -> Code {
     match err {
         Error::NotBuilt { .. } => Code::Unimplemented,
+        Error::InvalidArgument { .. } => Code::InvalidArgument,
+        Error::Image(e) => match e.kind() {
+            ImageErrorKind::NotFound => Code::NotFound,
+            ImageErrorKind::InvalidArgument => Code::InvalidArgument,
+            ImageErrorKind::PermissionDenied => Code::PermissionDenied,
+            ImageErrorKind::ResourceExhausted => Code::ResourceExhausted,
+            ImageErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            ImageErrorKind::Unavailable => Code::Unavailable,
+            ImageErrorKind::Cancelled => Code::Cancelled,
+            ImageErrorKind::Internal => Code::Internal,
+        },
         Error::FsUsage(_) | Error::Task { .. } => Code::Internal,
     }
 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crust_image_store::ImageStore;
 use crust_proto::cri::image_service_server::ImageService;
 use crust_proto::cri::runtime_service_server::RuntimeService;
 use crust_proto::cri::*;
@@ -25,7 +26,6 @@ use self::instrument::{Readiness, Verbosity};
 use crate::config::Config;
 
 /// What the RPCs share: the validated config and facts found at start-up.
-#[derive(Debug)]
 pub struct Context {
     /// The effective configuration.
     pub config: Config,
@@ -33,14 +33,11 @@ pub struct Context {
     pub readiness: Readiness,
     /// The crust-shim binary, if one was found.
     pub shim_path: Option<PathBuf>,
+    /// Images: pulls, metadata, unpacked layers.
+    pub images: ImageStore,
 }
 
 impl Context {
-    /// Image content and unpacked layers.
-    pub fn images_dir(&self) -> PathBuf {
-        self.config.root.join("images")
-    }
-
     /// Containers' writable layers.
     pub fn containers_dir(&self) -> PathBuf {
         self.config.root.join("containers")
@@ -48,7 +45,7 @@ impl Context {
 }
 
 /// Serves both CRI services from one [`Context`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CriService {
     ctx: Arc<Context>,
 }
@@ -335,27 +332,57 @@ impl RuntimeService for CriService {
 impl ImageService for CriService {
     type StreamImagesStream = BoxStream<StreamImagesResponse>;
 
-    async fn list_images(&self, _: Request<ListImagesRequest>) -> Rpc<ListImagesResponse> {
-        self.not_built("ListImages").await
+    async fn list_images(&self, r: Request<ListImagesRequest>) -> Rpc<ListImagesResponse> {
+        let req = r.into_inner();
+        let body = image::image_list::list_images(&self.ctx, req);
+        self.call("ListImages", "", Verbosity::Read, body).await
     }
 
     async fn stream_images(
         &self,
-        _: Request<StreamImagesRequest>,
+        r: Request<StreamImagesRequest>,
     ) -> Rpc<Self::StreamImagesStream> {
-        self.not_built("StreamImages").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = image::image_list::stream_images(&self.ctx, req).await?;
+            let stream: Self::StreamImagesStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamImages", "", Verbosity::Read, body).await
     }
 
-    async fn image_status(&self, _: Request<ImageStatusRequest>) -> Rpc<ImageStatusResponse> {
-        self.not_built("ImageStatus").await
+    async fn image_status(&self, r: Request<ImageStatusRequest>) -> Rpc<ImageStatusResponse> {
+        let req = r.into_inner();
+        let id = req
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        let body = image::image_status::image_status(&self.ctx, req);
+        self.call("ImageStatus", &id, Verbosity::Read, body).await
     }
 
-    async fn pull_image(&self, _: Request<PullImageRequest>) -> Rpc<PullImageResponse> {
-        self.not_built("PullImage").await
+    async fn pull_image(&self, r: Request<PullImageRequest>) -> Rpc<PullImageResponse> {
+        let req = r.into_inner();
+        let id = req
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        let body = image::image_pull::pull_image(&self.ctx, req);
+        self.call("PullImage", &id, Verbosity::Change, body).await
     }
 
-    async fn remove_image(&self, _: Request<RemoveImageRequest>) -> Rpc<RemoveImageResponse> {
-        self.not_built("RemoveImage").await
+    async fn remove_image(&self, r: Request<RemoveImageRequest>) -> Rpc<RemoveImageResponse> {
+        let req = r.into_inner();
+        let id = req
+            .image
+            .as_ref()
+            .map(|s| s.image.clone())
+            .unwrap_or_default();
+        let body = image::image_remove::remove_image(&self.ctx, req);
+        self.call("RemoveImage", &id, Verbosity::Change, body).await
     }
 
     async fn image_fs_info(&self, r: Request<ImageFsInfoRequest>) -> Rpc<ImageFsInfoResponse> {

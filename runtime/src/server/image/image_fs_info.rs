@@ -34,7 +34,7 @@ fn measure(dir: PathBuf) -> Result<FilesystemUsage> {
 
 /// Walks both trees on a blocking thread; they can be large.
 pub async fn image_fs_info(ctx: &Context, _req: ImageFsInfoRequest) -> Result<ImageFsInfoResponse> {
-    let images = ctx.images_dir();
+    let images = ctx.images.root().to_owned();
     let containers = ctx.containers_dir();
     tokio::task::spawn_blocking(move || {
         Ok(ImageFsInfoResponse {

@@ -1,0 +1,197 @@
+//! Starts a real crustd in temporary dirs with its own socket and connects the
+//! generated CRI clients to it. On a failing test, the daemon's log is printed.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crust_proto::cri::VersionRequest;
+use crust_proto::cri::image_service_client::ImageServiceClient;
+use crust_proto::cri::runtime_service_client::RuntimeServiceClient;
+use hyper_util::rt::TokioIo;
+use tempfile::TempDir;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+/// The crustd binary cargo built for these tests.
+pub const CRUSTD: &str = env!("CARGO_BIN_EXE_crustd");
+
+/// A running crustd with its own root, state dir, socket and log.
+pub struct Crustd {
+    child: Option<Child>,
+    /// Holds every file of this daemon; removed on drop.
+    pub dir: TempDir,
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// The config file it was started with.
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+/// Paths for a daemon that is not started yet.
+pub struct Layout {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Layout {
+    /// A fresh temp dir with a config naming root, state and socket inside it;
+    /// `extra` is appended to the config (tables such as `[network]`).
+    pub fn new(extra: &str) -> Layout {
+        let dir = tempfile::Builder::new()
+            .prefix("crust-it.")
+            .tempdir()
+            .expect("temp dir");
+        let socket = dir.path().join("crust.sock");
+        let config = dir.path().join("config.toml");
+        let text = format!(
+            "root = {:?}\nstate = {:?}\nlisten = \"unix://{}\"\nlog_level = \"debug\"\n{extra}\n",
+            dir.path().join("root"),
+            dir.path().join("state"),
+            socket.display()
+        );
+        std::fs::write(&config, text).expect("write config");
+        Layout {
+            dir,
+            socket,
+            config,
+        }
+    }
+
+    /// Starts crustd on this layout and waits until it answers Version.
+    pub async fn start(self) -> Crustd {
+        let log = self.dir.path().join("crustd.log");
+        let child = spawn_crustd(&self.config, &log);
+        let mut d = Crustd {
+            child: Some(child),
+            dir: self.dir,
+            socket: self.socket,
+            config: self.config,
+            log,
+        };
+        d.wait_ready().await;
+        d
+    }
+}
+
+fn spawn_crustd(config: &Path, log: &Path) -> Child {
+    let out = std::fs::File::create(log).expect("log file");
+    Command::new(CRUSTD)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("spawn crustd")
+}
+
+impl Crustd {
+    /// A crustd with the default test config plus `extra`.
+    pub async fn start(extra: &str) -> Crustd {
+        Layout::new(extra).start().await
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.try_runtime().await
+                && c.version(VersionRequest::default()).await.is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "crustd exited with {status} before serving:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "crustd did not answer in 20 s:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
+        Ok(RuntimeServiceClient::new(connect(&self.socket).await?))
+    }
+
+    /// A RuntimeService client on the socket.
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        self.try_runtime().await.expect("connect to crustd")
+    }
+
+    /// An ImageService client on the socket.
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(connect(&self.socket).await.expect("connect to crustd"))
+    }
+
+    /// The root dir.
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = nix_pid(child.id());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        child.wait().expect("wait for crustd")
+    }
+}
+
+fn nix_pid(pid: u32) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(pid as i32)
+}
+
+impl Drop for Crustd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix_pid(child.id()), nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- crustd log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A gRPC channel over the Unix socket `path`.
+pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = path.to_owned();
+    Endpoint::try_from("http://[::]:50051")
+        .expect("static uri")
+        .connect_with_connector(service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+}
+
+/// Runs crustd with `args` to completion (for commands and start-up failures).
+pub fn run_crustd(args: &[&str]) -> Output {
+    Command::new(CRUSTD)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run crustd")
+}
