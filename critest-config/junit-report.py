@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Reads critest's junit report and compares it with known-failures.txt.
+
+Prints `critest: N passed, N failed, N skipped`. Exits 1 when a spec failed that is not
+listed, naming it with its failure message. A listed spec that passed, or that did not
+run at all, is reported so the list can shrink. With --suggest, prints list lines for
+the unlisted failures, their reason taken from the failure message.
+
+known-failures.txt: one spec per line, `<spec name> | <why it fails today>`; blank
+lines and lines starting with # are ignored. skipped-specs.txt, beside it: one
+`<regular expression> | <why>` per line; every spec critest skips must match one, or
+the run fails: nothing is skipped silently.
+"""
+
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+
+def spec_name(testcase):
+    name = testcase.get("name", "")
+    return re.sub(r"^\[(It|BeforeSuite|AfterSuite|SynchronizedBeforeSuite)\]\s*", "", name)
+
+
+def failure_text(testcase):
+    for tag in ("failure", "error"):
+        node = testcase.find(tag)
+        if node is not None:
+            return ((node.get("message") or "") + "\n" + (node.text or "")).strip()
+    return ""
+
+
+def reason_of(text):
+    m = re.search(r"desc = ([^\"\n]+)", text)
+    if m:
+        return m.group(1).strip().rstrip("\\")
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return lines[0] if lines else "failed"
+
+
+def load_skips(path):
+    skips = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            pattern, sep, reason = line.partition(" | ")
+            if not sep or not reason.strip():
+                sys.exit(f"{path}:{n}: expected '<regular expression> | <reason>'")
+            skips.append((re.compile(pattern), reason.strip()))
+    return skips
+
+
+def load_known(path):
+    known = {}
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if " | " not in line:
+                sys.exit(f"{path}:{n}: expected '<spec name> | <reason>'")
+            name, reason = line.split(" | ", 1)
+            if not reason.strip():
+                sys.exit(f"{path}:{n}: {name.strip()}: no reason given")
+            known[name.strip()] = reason.strip()
+    return known
+
+
+def main():
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    suggest = "--suggest" in sys.argv
+    if len(args) != 2:
+        sys.exit("usage: junit-report.py [--suggest] JUNIT_XML KNOWN_FAILURES")
+    junit, known_path = args
+    known = load_known(known_path)
+    skips = load_skips(os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    unexpected, now_passing, unaccounted, ran = [], [], [], set()
+    for tc in cases:
+        name = spec_name(tc)
+        status = tc.get("status", "")
+        is_suite_node = not tc.get("name", "").startswith("[It]")
+        ran.add(name)
+        if status in ("failed", "panicked", "interrupted", "timedout", "aborted"):
+            if not is_suite_node:
+                counts["failed"] += 1
+            if name not in known:
+                unexpected.append((name, failure_text(tc)))
+        elif status == "passed":
+            if not is_suite_node:
+                counts["passed"] += 1
+            if name in known:
+                now_passing.append(name)
+        elif not is_suite_node:
+            counts["skipped"] += 1
+            if not any(p.search(name) for p, _ in skips):
+                unaccounted.append(name)
+    print(f"critest: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+    for name in now_passing:
+        print(f"critest: listed in known-failures.txt but passed now, remove it: {name}")
+    for name in sorted(set(known) - ran):
+        print(f"critest: listed in known-failures.txt but did not run: {name}")
+    if suggest:
+        for name, text in unexpected:
+            print(f"{name} | {reason_of(text)}")
+        return 0
+    if unaccounted:
+        print(f"critest: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
+        for name in unaccounted:
+            print(f"--- {name}", file=sys.stderr)
+    if unexpected:
+        print(f"critest: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
+        for name, text in unexpected:
+            print(f"--- {name}\n{text[:2000]}\n", file=sys.stderr)
+        return 1
+    return 1 if unaccounted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

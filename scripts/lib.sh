@@ -1,0 +1,102 @@
+# Shared helpers of crust's scripts. Source it; it defines functions only.
+# Scripts stay quiet on success: each step's output goes to a log file that is printed
+# only when the step fails.
+
+CRUST_TOP="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CRUST_CACHE="${CRUST_CACHE:-/var/cache/crust}"
+CRUST_LOG_DIR="${CRUST_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/crust-logs.XXXXXX")}"
+export CRUST_TOP CRUST_CACHE CRUST_LOG_DIR
+
+die() {
+  echo "$(basename "$0"): $*" >&2
+  exit 1
+}
+
+need_root() {
+  [ "$(id -u)" = 0 ] || die "must run as root (namespaces, mounts, cgroups, iptables)"
+}
+
+# step NAME CMD...: runs CMD with its output in $CRUST_LOG_DIR/NAME.log; on failure
+# prints the log's tail and returns the command's status.
+step() {
+  local name="$1"
+  shift
+  local log="$CRUST_LOG_DIR/$name.log"
+  if ! "$@" >"$log" 2>&1; then
+    local rc=$?
+    echo "FAILED: $name: $*" >&2
+    tail -n "${CRUST_FAIL_LINES:-150}" "$log" >&2
+    echo "(full log: $log)" >&2
+    return "$rc"
+  fi
+}
+
+# apt_install PKG...: installs the Debian packages that are missing, quietly.
+apt_install() {
+  local missing=()
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  step apt-update apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive step apt-install \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# need_go: a Go toolchain for building cri-tools (Debian's, if none is installed; the
+# go directive of cri-tools then fetches the toolchain it needs through the module proxy).
+need_go() {
+  command -v go >/dev/null 2>&1 && return 0
+  [ -x /usr/local/go/bin/go ] && { export PATH="$PATH:/usr/local/go/bin"; return 0; }
+  apt_install golang-go ca-certificates
+}
+
+# need_rust: cargo on PATH (rustup's default location when not).
+need_rust() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  [ -x "$HOME/.cargo/bin/cargo" ] && { export PATH="$PATH:$HOME/.cargo/bin"; return 0; }
+  die "cargo not found: install a Rust toolchain (rustup) first"
+}
+
+# The packages crustd needs at run time and to build.
+CRUST_DEBIAN_PACKAGES=(containernetworking-plugins iptables libseccomp-dev pkg-config ca-certificates curl)
+
+# write_cni_config DIR NAME BRIDGE SUBNET: a bridge + portmap + loopback conflist.
+write_cni_config() {
+  local dir="$1" name="$2" bridge="$3" subnet="$4"
+  mkdir -p "$dir"
+  cat >"$dir/10-$name.conflist" <<JSON
+{
+  "cniVersion": "1.0.0",
+  "name": "$name",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$bridge",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{ "subnet": "$subnet" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } },
+    { "type": "loopback" }
+  ]
+}
+JSON
+}
+
+# wait_for_crustd SOCKET CRICTL SECONDS: polls Version until it answers.
+wait_for_crustd() {
+  local sock="$1" crictl="$2" secs="${3:-30}" i
+  for ((i = 0; i < secs * 10; i++)); do
+    "$crictl" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
+      --timeout 2s version >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
