@@ -78,7 +78,11 @@ impl Layout {
 }
 
 fn spawn_crustd(config: &Path, log: &Path) -> Child {
-    let out = std::fs::File::create(log).expect("log file");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(CRUSTD)
         .arg("--config")
         .arg(config)
@@ -147,6 +151,28 @@ impl Crustd {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Kills crustd with SIGKILL, as a crash would, and starts it again on the same
+    /// dirs and config.
+    pub async fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL crustd");
+        child.wait().expect("wait for crustd");
+        self.child = Some(spawn_crustd(&self.config, &self.log));
+        self.wait_ready().await;
+    }
+
+    /// Stops crustd with SIGTERM and starts it again on the same dirs and config.
+    pub async fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "crustd exited with {status}:\n{}",
+            self.log()
+        );
+        self.child = Some(spawn_crustd(&self.config, &self.log));
+        self.wait_ready().await;
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -185,6 +211,26 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
             }
         }))
         .await
+}
+
+/// The local registry of the test command (`CRUST_TEST_REGISTRY`, e.g.
+/// 127.0.0.1:5111). Tests that need it are `#[ignore]`d in a plain `cargo test`;
+/// scripts/test runs them with `--include-ignored` and sets the variable.
+pub fn registry() -> String {
+    match std::env::var("CRUST_TEST_REGISTRY") {
+        Ok(r) if !r.is_empty() => r,
+        _ => panic!("CRUST_TEST_REGISTRY is unset: run critest-config/registry.sh and set it"),
+    }
+}
+
+/// Config tables making the local registry a mirror of the upstream registries
+/// critest's images come from.
+pub fn mirror_config() -> String {
+    let reg = registry();
+    ["registry.k8s.io", "gcr.io", "k8s.gcr.io"]
+        .iter()
+        .map(|host| format!("[registry.mirrors.{host:?}]\nendpoints = [\"http://{reg}\"]\n"))
+        .collect()
 }
 
 /// Runs crustd with `args` to completion (for commands and start-up failures).
