@@ -15,7 +15,8 @@
 # and socket under /run/crust-peer (socket: ${CRUST_PEER_SOCK:-/run/crust-peer/
 # containerd.sock}), CNI configuration in its own directory (bridge crustpeer0,
 # 10.89.0.0/16, plugins from /usr/lib/cni), the local registry as plain-HTTP
-# mirror of registry.k8s.io, k8s.gcr.io and gcr.io, and its own sandbox image
+# mirror of registry.k8s.io, k8s.gcr.io, gcr.io and public.ecr.aws (benchmark
+# images), and its own sandbox image
 # 127.0.0.1:PORT/crust/pause:peer (pause:3.9 stays a plain test image).
 # cgroupfs driver, restrict_oom_score_adj = true.
 #
@@ -42,7 +43,7 @@ LOG=$PEER/containerd.log
 CNI_BIN=/usr/lib/cni
 BRIDGE=crustpeer0
 SANDBOX_IMAGE=127.0.0.1:$PORT/crust/pause:peer
-MIRRORED=(registry.k8s.io k8s.gcr.io gcr.io)
+MIRRORED=(registry.k8s.io k8s.gcr.io gcr.io public.ecr.aws)
 
 fail() { # message [logfile]
 	echo "containerd-peer.sh: $1" >&2

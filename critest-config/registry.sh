@@ -11,7 +11,8 @@
 #   registry.sh list     list the images (upstream name, path:tag, type, digest)
 #
 # A runtime under test must use this registry as a plain-HTTP mirror of
-# registry.k8s.io, k8s.gcr.io and gcr.io (no spec uses docker.io names).
+# registry.k8s.io, k8s.gcr.io and gcr.io (no spec uses docker.io names); the
+# benchmark mode (critest -benchmark) also needs public.ecr.aws mirrored.
 #
 # Everything lives under ${CRUST_CACHE:-/var/cache/crust}: registry storage,
 # downloaded .debs, built images, logs, pid file. Quiet on success; on failure

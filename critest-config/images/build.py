@@ -245,7 +245,7 @@ def build_nonewprivs(root, scratch):
     out = os.path.join(root, "usr/local/bin/nnp")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     src = os.path.join(HERE, "nonewprivs/nnp.c")
-    run(["gcc", "-O2", "-s", "-o", out, src], cwd=scratch)
+    run(["gcc", "-O2", "-s", "-o", out, src], cwd=scratch, env=dict(os.environ, TMPDIR=scratch))
     os.chmod(out, 0o4755)
 
 
@@ -407,10 +407,13 @@ def make_image(store, layers, config, oci=False, history=None, wrap_list=True):
             "config": cfg_digest}
 
 
-# Upstream names -> registry path. gcr.io, registry.k8s.io and k8s.gcr.io are
-# all mirrored by the one local registry, so only the repository path matters.
+# Upstream names -> registry path. registry.k8s.io, k8s.gcr.io, gcr.io (and,
+# for the benchmarks only, public.ecr.aws) are all mirrored by the one local
+# registry, so only the repository path matters; no two upstream images share
+# a path.
 GCR = "gcr.io/k8s-staging-cri-tools/"
 E2E = "registry.k8s.io/e2e-test-images/"
+ECR = "public.ecr.aws/docker/library/"
 
 
 def registry_path(name):
@@ -536,6 +539,11 @@ def _build_all(store, store_dir, debdir, scratch):
                       ["default-user (1000) in group-defined-in-image (50000)",
                        EMPTY + "USER 1000"]))
 
+    # Only the benchmark mode (critest -benchmark) pulls these.
+    for tag in ("1.35.0-glibc", "1-uclibc", "1", "1-glibc", "1-musl"):
+        add([ECR + "busybox:" + tag],
+            busybox_image([file_layer("busybox-" + tag)], history=["ADD busybox-" + tag]))
+
     # Our own sandbox image for a peer runtime: a different image than
     # pause:3.9 (plain OCI manifest, no list).
     sandbox_cfg = {"Env": [PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
@@ -561,8 +569,11 @@ def _build_all(store, store_dir, debdir, scratch):
             raise BuildError("unexpectedly identical images: %s" % ", ".join(names))
 
     out = []
+    served = {}
     for name, desc in refs:
         path = registry_path(name) if "." in name.split("/", 1)[0] else name
+        if served.setdefault(path, desc["digest"]) != desc["digest"]:
+            raise BuildError("two different images would be served as %s" % path)
         repo, tag = path.rsplit(":", 1)
         out.append({"name": name, "repo": repo, "tag": tag, "mediaType": desc["mediaType"],
                     "digest": desc["digest"], "size": desc["size"]})
