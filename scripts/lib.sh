@@ -21,10 +21,10 @@ need_root() {
 step() {
   local name="$1"
   shift
-  local log="$CRUST_LOG_DIR/$name.log"
-  if ! "$@" >"$log" 2>&1; then
-    local rc=$?
-    echo "FAILED: $name: $*" >&2
+  local log="$CRUST_LOG_DIR/$name.log" rc=0
+  "$@" >"$log" 2>&1 || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "FAILED: $name: $* (exit $rc)" >&2
     tail -n "${CRUST_FAIL_LINES:-150}" "$log" >&2
     echo "(full log: $log)" >&2
     return "$rc"

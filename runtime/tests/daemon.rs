@@ -61,6 +61,7 @@ async fn network_ready_follows_the_cni_conf_dir_without_restart() {
         .await
         .unwrap()
         .into_inner();
+    // crust-shim is found beside crustd once the workspace's binaries are built.
     assert!(condition(&status, "RuntimeReady").0, "{status:?}");
     let (ready, reason, message) = condition(&status, "NetworkReady");
     assert!(!ready);
@@ -121,24 +122,32 @@ async fn runtime_config_reports_the_cgroup_driver_in_use() {
 #[tokio::test(flavor = "current_thread")]
 async fn image_fs_info_measures_the_root_dir() {
     let d = Crustd::start("").await;
+    let mut c = d.images().await;
     let images = d.root().join("images");
-    std::fs::create_dir_all(images.join("sub")).unwrap();
-    std::fs::write(images.join("sub/blob"), vec![1u8; 100_000]).unwrap();
-    let resp = d
-        .images()
-        .await
+    let before = c
         .image_fs_info(ImageFsInfoRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let fs = &resp.image_filesystems[0];
+    std::fs::create_dir_all(images.join("sub")).unwrap();
+    std::fs::write(images.join("sub/blob"), vec![1u8; 100_000]).unwrap();
+    let after = c
+        .image_fs_info(ImageFsInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let (b, a) = (&before.image_filesystems[0], &after.image_filesystems[0]);
     assert_eq!(
-        fs.fs_id.as_ref().unwrap().mountpoint,
+        a.fs_id.as_ref().unwrap().mountpoint,
         images.display().to_string()
     );
-    assert_eq!(fs.inodes_used.unwrap().value, 3);
-    assert!(fs.used_bytes.unwrap().value >= 100_000);
-    let c = &resp.container_filesystems[0];
+    assert_eq!(
+        a.inodes_used.unwrap().value,
+        b.inodes_used.unwrap().value + 2
+    );
+    assert!(a.used_bytes.unwrap().value >= b.used_bytes.unwrap().value + 100_000);
+    let c = &after.container_filesystems[0];
     assert_eq!(
         c.fs_id.as_ref().unwrap().mountpoint,
         d.root().join("containers").display().to_string()

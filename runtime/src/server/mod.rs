@@ -76,6 +76,12 @@ impl CriService {
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
+
+/// The image reference a request names, for the log.
+fn image_ref(spec: &Option<ImageSpec>) -> String {
+    spec.as_ref().map(|s| s.image.clone()).unwrap_or_default()
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -354,33 +360,21 @@ impl ImageService for CriService {
 
     async fn image_status(&self, r: Request<ImageStatusRequest>) -> Rpc<ImageStatusResponse> {
         let req = r.into_inner();
-        let id = req
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let id = image_ref(&req.image);
         let body = image::image_status::image_status(&self.ctx, req);
         self.call("ImageStatus", &id, Verbosity::Read, body).await
     }
 
     async fn pull_image(&self, r: Request<PullImageRequest>) -> Rpc<PullImageResponse> {
         let req = r.into_inner();
-        let id = req
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let id = image_ref(&req.image);
         let body = image::image_pull::pull_image(&self.ctx, req);
         self.call("PullImage", &id, Verbosity::Change, body).await
     }
 
     async fn remove_image(&self, r: Request<RemoveImageRequest>) -> Rpc<RemoveImageResponse> {
         let req = r.into_inner();
-        let id = req
-            .image
-            .as_ref()
-            .map(|s| s.image.clone())
-            .unwrap_or_default();
+        let id = image_ref(&req.image);
         let body = image::image_remove::remove_image(&self.ctx, req);
         self.call("RemoveImage", &id, Verbosity::Change, body).await
     }
