@@ -9,3 +9,4 @@ pub mod daemon;
 pub mod network;
 pub mod server;
 pub mod shims;
+pub mod spec;

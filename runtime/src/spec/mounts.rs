@@ -1,0 +1,503 @@
+//! The container's mounts, in containerd's order: the default filesystems (minus those a
+//! bind mount replaces), then the bind mounts (CRI mounts and the pod's hostname,
+//! resolv.conf, hosts and shm) sorted by depth of their container path so that parents
+//! mount before children.
+
+use std::path::{Component, Path, PathBuf};
+
+use crust_proto::cri::MountPropagation;
+use oci_spec::runtime::Mount;
+
+use super::{ContainerSpecRequest, PodNamespace, Result};
+
+/// The mounts and the rootfs propagation they need.
+pub(super) struct Mounts {
+    pub mounts: Vec<Mount>,
+    /// `rshared` with a bidirectional mount, `rslave` with a host-to-container one.
+    pub rootfs_propagation: Option<String>,
+}
+
+/// A bind mount before it becomes an OCI mount.
+struct Bind {
+    source: PathBuf,
+    destination: PathBuf,
+    readonly: bool,
+    recursive_readonly: bool,
+    propagation: i32,
+}
+
+pub(super) fn mounts(req: &ContainerSpecRequest) -> Result<Mounts> {
+    let mut binds = cri_binds(req)?;
+    for extra in sandbox_binds(req) {
+        if !binds.iter().any(|b| b.destination == extra.destination) {
+            binds.push(extra);
+        }
+    }
+    binds.sort_by_key(|b| b.destination.components().count());
+
+    let mut mounts: Vec<Mount> = default_mounts(req.privileged())
+        .into_iter()
+        .filter(|m| {
+            let dst = m.destination();
+            !binds.iter().any(|b| {
+                &b.destination == dst
+                    || (b.destination == Path::new("/dev") && dst.starts_with("/dev"))
+            })
+        })
+        .collect();
+
+    let mut propagation = None;
+    for bind in &binds {
+        let mut options = vec!["rbind".to_string()];
+        if bind.propagation == MountPropagation::PropagationBidirectional as i32 {
+            options.push("rshared".into());
+            propagation = Some("rshared".to_string());
+        } else if bind.propagation == MountPropagation::PropagationHostToContainer as i32 {
+            options.push("rslave".into());
+            if propagation.is_none() {
+                propagation = Some("rslave".to_string());
+            }
+        } else {
+            options.push("rprivate".into());
+        }
+        options.push(match (bind.readonly, bind.recursive_readonly) {
+            (true, true) => "rro".into(),
+            (true, false) => "ro".into(),
+            (false, _) => "rw".into(),
+        });
+        mounts.push(mount(&bind.destination, "bind", &bind.source, &options));
+    }
+    Ok(Mounts {
+        mounts,
+        rootfs_propagation: propagation,
+    })
+}
+
+fn cri_binds(req: &ContainerSpecRequest) -> Result<Vec<Bind>> {
+    let mut binds = Vec::new();
+    for m in &req.config.mounts {
+        let what = |reason: String| req.invalid("mounts", reason);
+        if !Path::new(&m.container_path).is_absolute() {
+            return Err(what(format!(
+                "container path {:?} is not absolute",
+                m.container_path
+            )));
+        }
+        if m.image.is_some() && m.host_path.is_empty() {
+            return Err(super::Error::Unsupported {
+                id: req.id.to_string(),
+                feature: "image volume mounts",
+            });
+        }
+        if m.host_path.is_empty() {
+            return Err(what(format!(
+                "mount on {:?} has no host path",
+                m.container_path
+            )));
+        }
+        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+            return Err(super::Error::Unsupported {
+                id: req.id.to_string(),
+                feature: "id-mapped mounts",
+            });
+        }
+        if MountPropagation::try_from(m.propagation).is_err() {
+            return Err(what(format!(
+                "mount on {:?}: unknown propagation {}",
+                m.container_path, m.propagation
+            )));
+        }
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(what(format!(
+                    "mount on {:?}: recursive read-only mount conflicts with a read-write mount",
+                    m.container_path
+                )));
+            }
+            if m.propagation != MountPropagation::PropagationPrivate as i32 {
+                return Err(what(format!(
+                    "mount on {:?}: recursive read-only mount needs private propagation",
+                    m.container_path
+                )));
+            }
+        }
+        binds.push(Bind {
+            source: PathBuf::from(&m.host_path),
+            destination: clean(Path::new(&m.container_path)),
+            readonly: m.readonly,
+            recursive_readonly: m.recursive_read_only,
+            propagation: m.propagation,
+        });
+    }
+    Ok(binds)
+}
+
+/// The pod's files; hostname, resolv.conf and hosts are read-only with a read-only
+/// rootfs, as containerd does.
+fn sandbox_binds(req: &ContainerSpecRequest) -> Vec<Bind> {
+    let readonly = req.security().is_some_and(|s| s.readonly_rootfs);
+    let file = |source: &Option<PathBuf>, destination: &str, readonly: bool| {
+        source.as_ref().map(|s| Bind {
+            source: s.clone(),
+            destination: PathBuf::from(destination),
+            readonly,
+            recursive_readonly: false,
+            propagation: MountPropagation::PropagationPrivate as i32,
+        })
+    };
+    let shm = match req.namespaces.ipc {
+        PodNamespace::Host => Some(PathBuf::from("/dev/shm")),
+        PodNamespace::Pinned(_) => req.files.shm.clone(),
+    };
+    [
+        file(&req.files.hostname, "/etc/hostname", readonly),
+        file(&req.files.hosts, "/etc/hosts", readonly),
+        file(&req.files.resolv_conf, "/etc/resolv.conf", readonly),
+        file(&shm, "/dev/shm", false),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The filesystems every container gets (containerd's defaults without `/run`, plus the
+/// cgroup filesystem); `/sys` and `/sys/fs/cgroup` are writable only when privileged.
+fn default_mounts(privileged: bool) -> Vec<Mount> {
+    let rw = if privileged { "rw" } else { "ro" };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", rw]),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", rw],
+        ),
+    ]
+}
+
+fn mount(
+    destination: impl AsRef<Path>,
+    typ: &str,
+    source: impl AsRef<Path>,
+    options: &[impl AsRef<str>],
+) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(destination.as_ref().to_path_buf())
+        .set_typ(Some(typ.to_string()))
+        .set_source(Some(source.as_ref().to_path_buf()))
+        .set_options(Some(
+            options.iter().map(|o| o.as_ref().to_string()).collect(),
+        ));
+    m
+}
+
+/// A lexically cleaned absolute path, like Go's `filepath.Clean`.
+fn clean(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use crust_proto::cri::Mount as CriMount;
+
+    use super::super::ErrorKind;
+    use super::super::testutil::Fixture;
+    use super::*;
+
+    fn cri(container: &str, host: &str) -> CriMount {
+        CriMount {
+            container_path: container.into(),
+            host_path: host.into(),
+            ..Default::default()
+        }
+    }
+
+    fn mounts_of(f: &Fixture) -> Vec<Mount> {
+        f.spec().unwrap().mounts().clone().unwrap()
+    }
+
+    fn find<'m>(mounts: &'m [Mount], dst: &str) -> Vec<&'m Mount> {
+        mounts
+            .iter()
+            .filter(|m| m.destination() == Path::new(dst))
+            .collect()
+    }
+
+    fn options(m: &Mount) -> Vec<String> {
+        m.options().clone().unwrap()
+    }
+
+    #[test]
+    fn defaults_and_pod_files() {
+        let f = Fixture::new();
+        let mounts = mounts_of(&f);
+        let dsts: Vec<_> = mounts
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert_eq!(
+            dsts,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/mqueue",
+                "/sys",
+                "/sys/fs/cgroup",
+                "/etc/hostname",
+                "/etc/hosts",
+                "/etc/resolv.conf",
+                "/dev/shm"
+            ]
+        );
+        let sys = find(&mounts, "/sys")[0];
+        assert!(options(sys).contains(&"ro".into()));
+        let cgroup = find(&mounts, "/sys/fs/cgroup")[0];
+        assert_eq!(cgroup.typ().as_deref(), Some("cgroup"));
+        assert!(options(cgroup).contains(&"ro".into()));
+        let shm = find(&mounts, "/dev/shm")[0];
+        assert_eq!(
+            shm.source().as_deref(),
+            Some(Path::new("/run/crust/pod/shm"))
+        );
+        assert_eq!(options(shm), ["rbind", "rprivate", "rw"]);
+        let hosts = find(&mounts, "/etc/hosts")[0];
+        assert_eq!(
+            hosts.source().as_deref(),
+            Some(Path::new("/run/crust/pod/hosts"))
+        );
+        assert_eq!(hosts.typ().as_deref(), Some("bind"));
+    }
+
+    #[test]
+    fn pod_files_follow_readonly_rootfs_and_shm_stays_rw() {
+        let mut f = Fixture::new();
+        f.security().readonly_rootfs = true;
+        let mounts = mounts_of(&f);
+        for dst in ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"] {
+            assert_eq!(
+                options(find(&mounts, dst)[0]),
+                ["rbind", "rprivate", "ro"],
+                "{dst}"
+            );
+        }
+        assert_eq!(
+            options(find(&mounts, "/dev/shm")[0]),
+            ["rbind", "rprivate", "rw"]
+        );
+    }
+
+    #[test]
+    fn missing_shm_keeps_the_tmpfs_and_host_ipc_binds_the_hosts() {
+        let mut f = Fixture::new();
+        f.files.shm = None;
+        let mounts = mounts_of(&f);
+        assert_eq!(find(&mounts, "/dev/shm")[0].typ().as_deref(), Some("tmpfs"));
+        f.namespaces.ipc = PodNamespace::Host;
+        let mounts = mounts_of(&f);
+        let shm = find(&mounts, "/dev/shm");
+        assert_eq!(shm.len(), 1);
+        assert_eq!(shm[0].source().as_deref(), Some(Path::new("/dev/shm")));
+    }
+
+    #[test]
+    fn privileged_sysfs_and_cgroupfs_are_writable() {
+        let mut f = Fixture::new().privileged_pod();
+        f.security().privileged = true;
+        let mounts = mounts_of(&f);
+        assert!(options(find(&mounts, "/sys")[0]).contains(&"rw".into()));
+        assert!(options(find(&mounts, "/sys/fs/cgroup")[0]).contains(&"rw".into()));
+    }
+
+    #[test]
+    fn cri_mount_overrides_pod_file_and_dev_replaces_dev_defaults() {
+        let mut f = Fixture::new();
+        f.config.mounts = vec![cri("/etc/hosts/", "/my/hosts"), cri("/dev", "/hostdev")];
+        let mounts = mounts_of(&f);
+        let hosts = find(&mounts, "/etc/hosts");
+        assert_eq!(hosts.len(), 1);
+        assert_eq!(hosts[0].source().as_deref(), Some(Path::new("/my/hosts")));
+        assert!(find(&mounts, "/dev/pts").is_empty());
+        assert!(find(&mounts, "/dev/mqueue").is_empty());
+        assert_eq!(find(&mounts, "/dev").len(), 1);
+        assert_eq!(find(&mounts, "/dev")[0].typ().as_deref(), Some("bind"));
+    }
+
+    #[test]
+    fn cri_mounts_are_sorted_parents_first() {
+        let mut f = Fixture::new();
+        f.files = Default::default();
+        f.config.mounts = vec![
+            cri("/a/b/c", "/h1"),
+            cri("/a", "/h2"),
+            cri("/x/y", "/h3"),
+            cri("/b", "/h4"),
+        ];
+        let mounts = mounts_of(&f);
+        let binds: Vec<_> = mounts
+            .iter()
+            .filter(|m| m.typ().as_deref() == Some("bind"))
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert_eq!(binds, ["/a", "/b", "/x/y", "/a/b/c"]);
+    }
+
+    #[test]
+    fn propagation_and_readonly_options() {
+        use MountPropagation::*;
+        // (propagation, readonly, recursive_read_only, options or None = refused, rootfs propagation)
+        let cases = [
+            (
+                PropagationPrivate,
+                false,
+                false,
+                Some(["rbind", "rprivate", "rw"]),
+                None,
+            ),
+            (
+                PropagationPrivate,
+                true,
+                false,
+                Some(["rbind", "rprivate", "ro"]),
+                None,
+            ),
+            (
+                PropagationPrivate,
+                true,
+                true,
+                Some(["rbind", "rprivate", "rro"]),
+                None,
+            ),
+            (
+                PropagationHostToContainer,
+                false,
+                false,
+                Some(["rbind", "rslave", "rw"]),
+                Some("rslave"),
+            ),
+            (
+                PropagationHostToContainer,
+                true,
+                false,
+                Some(["rbind", "rslave", "ro"]),
+                Some("rslave"),
+            ),
+            (
+                PropagationBidirectional,
+                false,
+                false,
+                Some(["rbind", "rshared", "rw"]),
+                Some("rshared"),
+            ),
+            (PropagationPrivate, false, true, None, None),
+            (PropagationHostToContainer, true, true, None, None),
+            (PropagationBidirectional, true, true, None, None),
+        ];
+        for (propagation, readonly, rro, want, rootfs) in cases {
+            let mut f = Fixture::new();
+            f.config.mounts = vec![CriMount {
+                propagation: propagation as i32,
+                readonly,
+                recursive_read_only: rro,
+                ..cri("/data", "/srv")
+            }];
+            let label = format!("{propagation:?} ro={readonly} rro={rro}");
+            match want {
+                Some(want) => {
+                    let spec = f.spec().unwrap();
+                    let mounts = spec.mounts().clone().unwrap();
+                    assert_eq!(options(find(&mounts, "/data")[0]), want, "{label}");
+                    let got = spec.linux().as_ref().unwrap().rootfs_propagation().clone();
+                    assert_eq!(got.as_deref(), rootfs, "{label}");
+                }
+                None => {
+                    let err = f.spec().unwrap_err();
+                    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{label}");
+                    assert!(err.to_string().contains("/data"), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bidirectional_wins_the_rootfs_propagation() {
+        let mut f = Fixture::new();
+        f.config.mounts = vec![
+            CriMount {
+                propagation: MountPropagation::PropagationBidirectional as i32,
+                ..cri("/a", "/h")
+            },
+            CriMount {
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..cri("/b", "/h")
+            },
+        ];
+        let spec = f.spec().unwrap();
+        let got = spec.linux().as_ref().unwrap().rootfs_propagation().clone();
+        assert_eq!(got.as_deref(), Some("rshared"));
+    }
+
+    #[test]
+    fn malformed_mounts_are_refused() {
+        for m in [
+            cri("relative", "/h"),
+            cri("/a", ""),
+            CriMount {
+                propagation: 7,
+                ..cri("/a", "/h")
+            },
+        ] {
+            let mut f = Fixture::new();
+            f.config.mounts = vec![m];
+            assert_eq!(f.spec().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(clean(Path::new("/a//b/./c/../d/")), PathBuf::from("/a/b/d"));
+        assert_eq!(clean(Path::new("/../..")), PathBuf::from("/"));
+    }
+}
