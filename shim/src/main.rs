@@ -4,21 +4,205 @@
 //! is single-threaded by design (libcontainer clones processes that run Rust code
 //! without exec) and must stay small: its memory is paid once per container.
 //!
-//! The container lifecycle is not built yet; until it is, the shim only reports its
-//! version and refuses to run.
+//! The process crustd starts forks the real shim (its own session, stdio on /dev/null,
+//! its log in `<state>/shim.log`) and exits 0 once the container is created and the
+//! socket is ready, or 1 with the error as one line on stderr.
 
+mod container;
+mod diag;
+mod exec;
+mod exit;
+mod io;
+mod log;
+mod reaper;
+mod server;
+mod task;
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+use clap::Parser;
+use nix::fcntl::OFlag;
+use nix::unistd::{ForkResult, dup2, fork, pipe2, setsid};
+
+use crate::reaper::Reaper;
+use crate::task::{Task, TaskConfig};
+
+/// Runs one container for crustd and serves shim.v1.Shim on `<state>/shim.sock`.
+#[derive(Debug, Parser)]
+#[command(name = "crust-shim", version)]
+struct Args {
+    /// Container id.
+    #[arg(long)]
+    id: String,
+    /// OCI bundle dir: config.json and the rootfs it names.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The container's state dir: socket, exit file, shim log, libcontainer state.
+    #[arg(long)]
+    state: PathBuf,
+    /// CRI log file of the container ("" discards the output).
+    #[arg(long)]
+    log_path: PathBuf,
+    /// Keep the container's stdin open.
+    #[arg(long)]
+    stdin: bool,
+    /// Give the container a pty.
+    #[arg(long)]
+    tty: bool,
+    /// cgroups path, overriding the spec's linux.cgroupsPath.
+    #[arg(long)]
+    cgroups_path: Option<PathBuf>,
+    /// Use the systemd cgroup driver.
+    #[arg(long)]
+    systemd_cgroup: bool,
+    /// Level of the shim's own log.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+/// Name of the gRPC socket in the state dir.
+const SOCKET: &str = "shim.sock";
+
 fn main() -> ExitCode {
-    let arg = std::env::args().nth(1);
-    match arg.as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("crust-shim {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let mut args = Args::parse();
+    if let Err(err) = absolutize(&mut args) {
+        eprintln!("crust-shim: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let (ready_r, ready_w) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(err) => {
+            eprintln!("crust-shim: create pipe: {err}");
+            return ExitCode::FAILURE;
         }
-        _ => {
-            eprintln!("crust-shim: running containers is not implemented yet");
-            ExitCode::from(2)
+    };
+    // SAFETY: no other thread exists yet.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            drop(ready_w);
+            wait_ready(ready_r, &args.state)
+        }
+        Ok(ForkResult::Child) => {
+            drop(ready_r);
+            daemon(args, ready_w)
+        }
+        Err(err) => {
+            eprintln!("crust-shim: fork: {err}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the paths absolute: the daemon runs in `/`.
+fn absolutize(args: &mut Args) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("current dir")?;
+    for p in [&mut args.bundle, &mut args.state] {
+        *p = cwd.join(&*p);
+    }
+    if !args.log_path.as_os_str().is_empty() {
+        args.log_path = cwd.join(&args.log_path);
+    }
+    Ok(())
+}
+
+/// The parent: reads the daemon's one-line answer ("ok" or the error).
+fn wait_ready(ready: OwnedFd, state: &Path) -> ExitCode {
+    let mut line = String::new();
+    let _ = BufReader::new(File::from(ready)).read_line(&mut line);
+    match line.trim_end() {
+        "ok" => ExitCode::SUCCESS,
+        "" => {
+            let log = state.join("shim.log");
+            eprintln!(
+                "crust-shim: exited before it was ready, see {}",
+                log.display()
+            );
+            ExitCode::FAILURE
+        }
+        err => {
+            eprintln!("crust-shim: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The daemon: detaches, creates the container, reports readiness, serves.
+fn daemon(args: Args, ready: OwnedFd) -> ExitCode {
+    let mut ready = Some(File::from(ready));
+    let res = detach(&args).and_then(|()| run(args, &mut ready));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let msg = format!("{err:#}").replace('\n', " ");
+            tracing::error!("{msg}");
+            if let Some(mut r) = ready {
+                let _ = writeln!(r, "{msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// New session, cwd `/`, stdio on /dev/null, own log in the state dir, subreaper.
+fn detach(args: &Args) -> anyhow::Result<()> {
+    setsid().context("setsid")?;
+    std::env::set_current_dir("/").context("chdir /")?;
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("create state dir {}", args.state.display()))?;
+    let log_path = args.state.join("shim.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let null = io::dev_null().context("open /dev/null")?;
+    for fd in 0..=2 {
+        dup2(null.as_raw_fd(), fd).context("redirect stdio")?;
+    }
+    let _ = tracing::subscriber::set_global_default(diag::FileLog::new(log, args.log_level));
+    nix::sys::prctl::set_child_subreaper(true).context("set child subreaper")?;
+    Ok(())
+}
+
+/// Runs the container on a single-threaded runtime until Shutdown.
+fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("build runtime")?;
+    rt.block_on(async {
+        let reaper = Reaper::start().context("install SIGCHLD handler")?;
+        let cfg = TaskConfig {
+            id: args.id,
+            bundle: args.bundle,
+            state_dir: args.state.clone(),
+            log_path: args.log_path,
+            stdin: args.stdin,
+            tty: args.tty,
+            cgroups_path: args.cgroups_path,
+            systemd: args.systemd_cgroup,
+        };
+        let task = Task::launch(&cfg, reaper)?;
+        let socket = args.state.join(SOCKET);
+        let _ = std::fs::remove_file(&socket);
+        let listener = match tokio::net::UnixListener::bind(&socket) {
+            Ok(l) => l,
+            Err(err) => {
+                let _ = task.shutdown(true).await;
+                return Err(err).with_context(|| format!("bind {}", socket.display()));
+            }
+        };
+        tracing::info!(id = task.id(), socket = %socket.display(), "created, serving");
+        if let Some(mut r) = ready.take() {
+            let _ = writeln!(r, "ok");
+        }
+        server::serve(task, listener, socket).await;
+        tracing::info!("shim exits");
+        Ok(())
+    })
 }

@@ -1,0 +1,348 @@
+//! The container through libcontainer: adjusting the bundle's spec to what this host
+//! allows, create, start, kill, exec and delete.
+//!
+//! libcontainer clones processes that run Rust code without exec: every call here must
+//! happen on the shim's single thread (CRATES-NOTES.md). It also writes the spec's
+//! `oomScoreAdj` into the caller itself, and its `kill()` records "stopped" even when
+//! the signal was ignored: the real state comes from waitpid, in the task.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::error::LibcontainerError;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::unistd::Pid;
+use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec};
+
+use crate::io::ChildStdio;
+
+/// Errors of libcontainer calls and spec handling.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bundle's config.json could not be read or parsed.
+    #[error("load spec {path}: {source}")]
+    LoadSpec {
+        /// Path of the spec.
+        path: PathBuf,
+        /// What went wrong.
+        source: oci_spec::OciSpecError,
+    },
+    /// The adjusted spec could not be written back.
+    #[error("write spec {path}: {source}")]
+    SaveSpec {
+        /// Path of the spec.
+        path: PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
+    /// A libcontainer call failed.
+    #[error(transparent)]
+    Libcontainer(#[from] LibcontainerError),
+    /// libcontainer created the container but reported no init pid.
+    #[error("no init pid after create")]
+    NoPid,
+}
+
+/// The result of container operations.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The limits of this host that a spec must stay within.
+pub struct HostLimits {
+    /// The shim's own oom_score_adj: without CAP_SYS_RESOURCE nothing lower is allowed.
+    pub oom_score_adj: i32,
+    /// The shim's hard limit of an rlimit: nothing higher can be set.
+    pub rlimit_hard: fn(PosixRlimitType) -> Option<u64>,
+}
+
+impl HostLimits {
+    /// The limits of the current process.
+    pub fn current() -> Self {
+        let adj = fs::read_to_string("/proc/self/oom_score_adj").ok();
+        let oom_score_adj = adj.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        Self {
+            oom_score_adj,
+            rlimit_hard: current_hard_limit,
+        }
+    }
+}
+
+fn current_hard_limit(typ: PosixRlimitType) -> Option<u64> {
+    let mut rl = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // PosixRlimitType's discriminants are the kernel's RLIMIT_* numbers (libcontainer
+    // relies on it too).
+    // SAFETY: getrlimit writes one rlimit into the valid pointer given.
+    let rc = unsafe { nix::libc::getrlimit(typ as _, &mut rl) };
+    (rc == 0).then_some(rl.rlim_max)
+}
+
+/// Prepares `<bundle>/config.json` for this host: sets the cgroups path (`cgroups_path`
+/// if given, else the spec's, else `/crust/<id>`), clamps oomScoreAdj and rlimits to
+/// what the shim may set. Writes the spec back (atomically) only if it changed.
+/// Returns the cgroups path.
+pub fn prepare_spec(
+    bundle: &Path,
+    id: &str,
+    cgroups_path: Option<&Path>,
+    host: &HostLimits,
+) -> Result<PathBuf> {
+    let path = bundle.join("config.json");
+    let mut spec = Spec::load(&path).map_err(|source| Error::LoadSpec {
+        path: path.clone(),
+        source,
+    })?;
+    let changed = adjust_spec(&mut spec, id, cgroups_path, host);
+    if changed {
+        save_spec(&spec, &path).map_err(|source| Error::SaveSpec { path, source })?;
+    }
+    Ok(spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_default())
+}
+
+/// Applies the adjustments of [`prepare_spec`]; true if anything changed.
+fn adjust_spec(spec: &mut Spec, id: &str, cgroups: Option<&Path>, host: &HostLimits) -> bool {
+    let mut changed = false;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let want = match (cgroups, linux.cgroups_path()) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => PathBuf::from(format!("/crust/{id}")),
+    };
+    if linux.cgroups_path().as_ref() != Some(&want) {
+        linux.set_cgroups_path(Some(want));
+        spec.set_linux(Some(linux));
+        changed = true;
+    }
+    let Some(process) = spec.process_mut().as_mut() else {
+        return changed;
+    };
+    if let Some(adj) = process.oom_score_adj()
+        && adj < host.oom_score_adj
+    {
+        tracing::info!(asked = adj, set = host.oom_score_adj, "clamp oom_score_adj");
+        process.set_oom_score_adj(Some(host.oom_score_adj));
+        changed = true;
+    }
+    if let Some(rlimits) = process.rlimits().clone() {
+        let clamped: Vec<PosixRlimit> = rlimits.iter().map(|r| clamp_rlimit(*r, host)).collect();
+        if clamped != rlimits {
+            process.set_rlimits(Some(clamped));
+            changed = true;
+        }
+    }
+    changed
+}
+
+fn clamp_rlimit(r: PosixRlimit, host: &HostLimits) -> PosixRlimit {
+    match (host.rlimit_hard)(r.typ()) {
+        Some(max) if r.hard() > max => {
+            tracing::info!(typ = %r.typ(), asked = r.hard(), set = max, "clamp rlimit");
+            PosixRlimitBuilder::default()
+                .typ(r.typ())
+                .hard(max)
+                .soft(r.soft().min(max))
+                .build()
+                .unwrap_or(r)
+        }
+        _ => r,
+    }
+}
+
+fn save_spec(spec: &Spec, path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec(spec)?)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// How the container's init gets its stdio.
+#[derive(Debug)]
+pub enum InitStdio {
+    /// Pipes (or /dev/null) as fds.
+    Pipes(ChildStdio),
+    /// A pty, whose master the init sends to this console socket.
+    Console(PathBuf),
+}
+
+/// What [`create`] needs.
+#[derive(Debug)]
+pub struct CreateOptions<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// Bundle dir holding config.json.
+    pub bundle: &'a Path,
+    /// libcontainer's root dir (its state of the container lives below).
+    pub root: &'a Path,
+    /// The init's stdio.
+    pub stdio: InitStdio,
+    /// Use the systemd cgroup driver.
+    pub systemd: bool,
+}
+
+/// Creates the container: its init process waits for [`start`]. Returns libcontainer's
+/// handle and the init's pid.
+pub fn create(opts: CreateOptions<'_>) -> Result<(Container, Pid)> {
+    let mut builder = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
+        .with_root_path(opts.root)?;
+    builder = match opts.stdio {
+        InitStdio::Pipes(stdio) => builder
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr),
+        InitStdio::Console(path) => builder.with_console_socket(Some(path)),
+    };
+    let container = builder
+        .validate_id()?
+        .as_init(opts.bundle)
+        .with_systemd(opts.systemd)
+        .with_detach(true)
+        .build()?;
+    let pid = container.pid().ok_or(Error::NoPid)?;
+    Ok((container, pid))
+}
+
+/// Lets the init process exec the container's command.
+pub fn start(container: &mut Container) -> Result<()> {
+    Ok(container.start()?)
+}
+
+/// Sends `signal` to every process in the container's cgroup (frozen meanwhile).
+pub fn kill_all(container: &mut Container, signal: i32) -> Result<()> {
+    let signal = Signal::try_from(signal)
+        .map_err(|_| LibcontainerError::InvalidInput(format!("invalid signal {signal}")))?;
+    Ok(container.kill(signal, true)?)
+}
+
+/// Deletes the container: kills what is left, removes its cgroup and state.
+pub fn delete(container: &mut Container) -> Result<()> {
+    Ok(container.delete(true)?)
+}
+
+/// What [`exec`] needs.
+#[derive(Debug)]
+pub struct ExecOptions<'a> {
+    /// Container id.
+    pub id: &'a str,
+    /// libcontainer's root dir.
+    pub root: &'a Path,
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Extra environment over the container's.
+    pub env: HashMap<String, String>,
+    /// The process's stdio.
+    pub stdio: ChildStdio,
+}
+
+/// Starts a process in the running container; returns its pid (a child of the shim).
+pub fn exec(opts: ExecOptions<'_>) -> Result<Pid> {
+    let pid = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
+        .with_root_path(opts.root)?
+        .with_stdin(opts.stdio.stdin)
+        .with_stdout(opts.stdio.stdout)
+        .with_stderr(opts.stdio.stderr)
+        .as_tenant()
+        .with_container_args(opts.args)
+        .with_env(opts.env)
+        .with_detach(true)
+        .build()?;
+    Ok(pid)
+}
+
+/// Sends a signal to one process; a process that is gone is no error.
+pub fn signal_pid(pid: Pid, signal: i32) -> nix::Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(signal)?;
+    match nix::sys::signal::kill(pid, sig) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+/// Returns the host's limits for tests: adj -500, hard limits of 1024.
+#[cfg(test)]
+fn test_host() -> HostLimits {
+    HostLimits {
+        oom_score_adj: -500,
+        rlimit_hard: |_| Some(1024),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, SpecBuilder};
+
+    use super::*;
+
+    fn spec(adj: Option<i32>, hard: u64, cgroups: Option<&str>) -> Spec {
+        let rl = PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(hard)
+            .hard(hard)
+            .build()
+            .unwrap();
+        let mut p = ProcessBuilder::default()
+            .args(vec!["sh".to_owned()])
+            .rlimits(vec![rl]);
+        if let Some(adj) = adj {
+            p = p.oom_score_adj(adj);
+        }
+        let mut linux = LinuxBuilder::default();
+        if let Some(c) = cgroups {
+            linux = linux.cgroups_path(PathBuf::from(c));
+        }
+        let linux = linux.build().unwrap();
+        SpecBuilder::default()
+            .process(p.build().unwrap())
+            .linux(linux)
+            .build()
+            .unwrap()
+    }
+
+    fn adj_of(s: &Spec) -> Option<i32> {
+        s.process().as_ref().unwrap().oom_score_adj()
+    }
+
+    #[test]
+    fn clamps_oom_score_adj_below_own() {
+        let mut s = spec(Some(-999), 10, Some("/x"));
+        assert!(adjust_spec(&mut s, "c", None, &test_host()));
+        assert_eq!(adj_of(&s), Some(-500));
+        let mut s = spec(Some(-100), 10, Some("/x"));
+        assert!(!adjust_spec(&mut s, "c", None, &test_host()));
+        assert_eq!(adj_of(&s), Some(-100));
+    }
+
+    #[test]
+    fn clamps_rlimits_to_hard_limit() {
+        let mut s = spec(None, 1 << 20, Some("/x"));
+        assert!(adjust_spec(&mut s, "c", None, &test_host()));
+        let rl = s.process().as_ref().unwrap().rlimits().clone().unwrap();
+        assert_eq!((rl[0].soft(), rl[0].hard()), (1024, 1024));
+    }
+
+    #[test]
+    fn sets_cgroups_path() {
+        let mut s = spec(None, 10, None);
+        assert!(adjust_spec(&mut s, "c1", None, &test_host()));
+        let path = |s: &Spec| s.linux().as_ref().unwrap().cgroups_path().clone().unwrap();
+        assert_eq!(path(&s), PathBuf::from("/crust/c1"));
+        assert!(adjust_spec(
+            &mut s,
+            "c1",
+            Some(Path::new("/pod/c1")),
+            &test_host()
+        ));
+        assert_eq!(path(&s), PathBuf::from("/pod/c1"));
+        assert!(!adjust_spec(&mut s, "c1", None, &test_host()));
+    }
+}

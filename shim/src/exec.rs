@@ -1,0 +1,181 @@
+//! ExecSync: runs a process in the container and collects its output.
+//!
+//! stdout and stderr are read while the process runs (so it never blocks on a full
+//! pipe), each kept up to [`OUTPUT_CAP`] and the rest dropped. On timeout the process
+//! and its process group (the exec'd process leads its own session) are killed, and
+//! the answer comes only once the process has been reaped.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use crate::container::{self, ExecOptions};
+use crate::io::{self, FdReader};
+use crate::task::{Result, Task, TaskError};
+
+/// The most output kept per stream.
+pub const OUTPUT_CAP: usize = 16 * 1024 * 1024;
+
+/// How long the output may stay open after the process has exited (a background
+/// child may hold it).
+const IO_DRAIN: Duration = Duration::from_secs(1);
+
+/// How long a killed process may take to be reaped before the shim answers anyway.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+/// An ExecSync request.
+#[derive(Debug, Default)]
+pub struct ExecRequest {
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Extra environment, "KEY=value".
+    pub env: Vec<String>,
+    /// Timeout; None for none.
+    pub timeout: Option<Duration>,
+}
+
+/// What the process printed and how it ended.
+#[derive(Debug, Default)]
+pub struct ExecOutput {
+    /// Standard output, capped.
+    pub stdout: Vec<u8>,
+    /// Standard error, capped.
+    pub stderr: Vec<u8>,
+    /// Exit code (128+signal when killed); -1 when it timed out and was not reaped.
+    pub exit_code: i32,
+    /// Whether the timeout killed it.
+    pub timed_out: bool,
+}
+
+/// Runs `req` in the container of `task` and waits for it.
+pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
+    let invalid = |reason: String| TaskError::Invalid {
+        id: task.id().to_owned(),
+        op: "exec",
+        reason,
+    };
+    if req.args.is_empty() {
+        return Err(invalid("no command".into()));
+    }
+    let env = parse_env(&req.env).map_err(invalid)?;
+    task.ensure_running("exec")?;
+    let io_err = |source| TaskError::Io {
+        id: task.id().to_owned(),
+        op: "exec",
+        source,
+    };
+    let (child, shim) = io::pipes(false).map_err(io_err)?;
+    let opts = ExecOptions {
+        id: task.id(),
+        root: task.root(),
+        args: req.args,
+        env,
+        stdio: child,
+    };
+    let pid = container::exec(opts).map_err(|source| TaskError::Container {
+        id: task.id().to_owned(),
+        op: "exec",
+        source: Box::new(source),
+    })?;
+    // Registered before the next await: the exit can't be missed.
+    let exited = task.reaper().register(pid);
+    let out = FdReader::new(shim.stdout).map_err(io_err)?;
+    let err = FdReader::new(shim.stderr).map_err(io_err)?;
+
+    let mut result = ExecOutput::default();
+    let (code, timed_out) = {
+        let io = async {
+            tokio::join!(
+                read_capped(&out, &mut result.stdout),
+                read_capped(&err, &mut result.stderr)
+            )
+        };
+        tokio::pin!(io);
+        let wait = wait_or_kill(pid, exited, req.timeout);
+        tokio::pin!(wait);
+        let mut io_done = false;
+        let ended = loop {
+            tokio::select! {
+                _ = &mut io, if !io_done => io_done = true,
+                ended = &mut wait => break ended,
+            }
+        };
+        if !io_done && tokio::time::timeout(IO_DRAIN, &mut io).await.is_err() {
+            tracing::warn!(id = task.id(), %pid, "exec output still open after exit");
+        }
+        ended
+    };
+    result.exit_code = code;
+    result.timed_out = timed_out;
+    Ok(result)
+}
+
+/// Waits for the exit; on timeout kills the process group and waits for the reap.
+/// Returns the exit code and whether it timed out.
+async fn wait_or_kill(
+    pid: Pid,
+    mut exited: oneshot::Receiver<i32>,
+    timeout: Option<Duration>,
+) -> (i32, bool) {
+    let Some(limit) = timeout else {
+        return (exited.await.unwrap_or(-1), false);
+    };
+    if let Ok(code) = tokio::time::timeout(limit, &mut exited).await {
+        return (code.unwrap_or(-1), false);
+    }
+    tracing::info!(%pid, "exec timed out, killing it");
+    let _ = container::signal_pid(Pid::from_raw(-pid.as_raw()), nix::libc::SIGKILL);
+    let _ = container::signal_pid(pid, nix::libc::SIGKILL);
+    match tokio::time::timeout(KILL_GRACE, exited).await {
+        Ok(code) => (code.unwrap_or(-1), true),
+        Err(_) => {
+            tracing::warn!(%pid, "exec process not reaped after SIGKILL");
+            (-1, true)
+        }
+    }
+}
+
+/// Reads to end of file, keeping at most [`OUTPUT_CAP`] bytes.
+async fn read_capped(r: &FdReader, out: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                let room = OUTPUT_CAP.saturating_sub(out.len());
+                out.extend_from_slice(&buf[..n.min(room)]);
+            }
+            Err(err) => {
+                tracing::warn!(%err, "read exec output");
+                return;
+            }
+        }
+    }
+}
+
+/// Parses "KEY=value" strings.
+fn parse_env(env: &[String]) -> std::result::Result<HashMap<String, String>, String> {
+    env.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(format!("invalid environment entry {kv:?}")),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_environment() {
+        let env = parse_env(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap();
+        assert_eq!(env["A"], "1");
+        assert_eq!(env["B"], "x=y");
+        assert_eq!(env["C"], "");
+        assert!(parse_env(&["=1".into()]).is_err());
+        assert!(parse_env(&["NOEQ".into()]).is_err());
+    }
+}

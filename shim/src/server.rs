@@ -1,0 +1,170 @@
+//! `shim.v1.Shim` over the task: request checks, the one mapping from task errors to
+//! gRPC codes, and serving on the Unix socket until a shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crust_proto::shim::shim_server::{Shim, ShimServer};
+use crust_proto::shim::{
+    ExecSyncRequest, ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest,
+    ReopenLogResponse, ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse,
+    StartRequest, StartResponse, StateRequest, StateResponse, Status as ProtoStatus, WaitRequest,
+    WaitResponse,
+};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::exec::{self, ExecRequest};
+use crate::task::{Phase, Task, TaskError};
+
+/// How long in-flight calls may finish after a shutdown before the shim exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Maps a task error to its gRPC status (the only place that does).
+fn to_status(err: TaskError) -> Status {
+    let msg = err.to_string();
+    tracing::warn!("{msg}");
+    match err {
+        TaskError::WrongState { .. } => Status::failed_precondition(msg),
+        TaskError::Invalid { .. } => Status::invalid_argument(msg),
+        TaskError::Container { .. } | TaskError::Io { .. } => Status::internal(msg),
+    }
+}
+
+/// The gRPC face of one task.
+#[derive(Debug)]
+pub struct ShimService {
+    task: Arc<Task>,
+    socket: PathBuf,
+}
+
+impl ShimService {
+    /// Serves `task` on `socket`.
+    pub fn new(task: Arc<Task>, socket: PathBuf) -> Self {
+        Self { task, socket }
+    }
+}
+
+#[tonic::async_trait]
+impl Shim for ShimService {
+    async fn state(&self, _: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
+        let s = self.task.snapshot();
+        let status = match s.phase {
+            Phase::Created => ProtoStatus::Created,
+            Phase::Running => ProtoStatus::Running,
+            Phase::Stopped => ProtoStatus::Stopped,
+        };
+        let exit = s.exit.unwrap_or_default();
+        Ok(Response::new(StateResponse {
+            status: status as i32,
+            pid: s.pid.map_or(0, |p| p.as_raw() as u32),
+            exit_code: exit.exit_code,
+            started_at: s.started_at,
+            finished_at: exit.finished_at,
+            oom_killed: exit.oom_killed,
+        }))
+    }
+
+    async fn start(&self, _: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
+        let pid = self.task.start().map_err(to_status)?;
+        Ok(Response::new(StartResponse {
+            pid: pid.as_raw() as u32,
+        }))
+    }
+
+    async fn kill(&self, req: Request<KillRequest>) -> Result<Response<KillResponse>, Status> {
+        let req = req.into_inner();
+        let signal = i32::try_from(req.signal)
+            .map_err(|_| Status::invalid_argument(format!("invalid signal {}", req.signal)))?;
+        self.task.kill(signal, req.all).map_err(to_status)?;
+        Ok(Response::new(KillResponse {}))
+    }
+
+    async fn wait(&self, _: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
+        let exit = self.task.wait().await;
+        Ok(Response::new(WaitResponse {
+            exit_code: exit.exit_code,
+            finished_at: exit.finished_at,
+            oom_killed: exit.oom_killed,
+        }))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        let req = req.into_inner();
+        let timeout = u64::try_from(req.timeout)
+            .map_err(|_| Status::invalid_argument(format!("negative timeout {}", req.timeout)))?;
+        let req = ExecRequest {
+            args: req.args,
+            env: req.env,
+            timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
+        };
+        let out = exec::exec_sync(&self.task, req).await.map_err(to_status)?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+            timed_out: out.timed_out,
+        }))
+    }
+
+    async fn reopen_log(
+        &self,
+        _: Request<ReopenLogRequest>,
+    ) -> Result<Response<ReopenLogResponse>, Status> {
+        self.task.reopen_log().map_err(to_status)?;
+        Ok(Response::new(ReopenLogResponse {}))
+    }
+
+    async fn resize_pty(
+        &self,
+        req: Request<ResizePtyRequest>,
+    ) -> Result<Response<ResizePtyResponse>, Status> {
+        let req = req.into_inner();
+        let w = u16::try_from(req.width).unwrap_or(u16::MAX);
+        let h = u16::try_from(req.height).unwrap_or(u16::MAX);
+        self.task.resize_pty(w, h).map_err(to_status)?;
+        Ok(Response::new(ResizePtyResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        req: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        self.task
+            .shutdown(req.into_inner().force)
+            .await
+            .map_err(to_status)?;
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+/// Serves the task on `listener` until a Shutdown call has been answered.
+pub async fn serve(task: Arc<Task>, listener: UnixListener, socket: PathBuf) {
+    let service = ShimServer::new(ShimService::new(Arc::clone(&task), socket));
+    let stop = {
+        let task = Arc::clone(&task);
+        async move { task.shutdown_requested().await }
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop);
+    tokio::pin!(server);
+    let grace = async {
+        task.shutdown_requested().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        res = &mut server => {
+            if let Err(err) = res {
+                tracing::error!(%err, "serve");
+            }
+        }
+        _ = grace => tracing::warn!("calls still open after shutdown"),
+    }
+}

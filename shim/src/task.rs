@@ -1,0 +1,458 @@
+//! The one container a shim runs, and its state machine:
+//!
+//! ```text
+//!   launch ──> Created ──start──> Running ──init reaped, output drained,──> Stopped
+//!                 │                            exit file written              ^
+//!                 └──────────────── init killed before start ─────────────────┘
+//! ```
+//!
+//! The state comes from waitpid, never from libcontainer's state file. `Stopped` is
+//! entered only once the exit file is on disk, so a caller that sees it can rely on
+//! the file.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use libcontainer::container::Container;
+use nix::unistd::Pid;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::container::{self, CreateOptions, HostLimits, InitStdio};
+use crate::exit::{self, ExitInfo, OomCounter};
+use crate::io::{self, ConsoleSocket, FdReader};
+use crate::log::{LogFile, Stream};
+use crate::reaper::Reaper;
+
+/// How long the exit waits for the container's output to reach end of file: processes
+/// outside the init's pid namespace may keep the pipes open.
+const IO_DRAIN: Duration = Duration::from_secs(2);
+
+/// Errors of task operations; server.rs maps them to gRPC codes.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The operation is not valid in the container's current state.
+    #[error("container {id}: {op}: container is {state}")]
+    WrongState {
+        /// Container id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// The state it is in.
+        state: &'static str,
+    },
+    /// The request is malformed.
+    #[error("container {id}: {op}: {reason}")]
+    Invalid {
+        /// Container id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A container operation failed.
+    #[error("container {id}: {op}: {source}")]
+    Container {
+        /// Container id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// What went wrong.
+        source: Box<container::Error>,
+    },
+    /// A system call failed.
+    #[error("container {id}: {op}: {source}")]
+    Io {
+        /// Container id.
+        id: String,
+        /// The operation.
+        op: &'static str,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// The result of task operations.
+pub type Result<T> = std::result::Result<T, TaskError>;
+
+/// Where the init process is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Created, waiting for start.
+    Created,
+    /// Started (or its exit is being recorded).
+    Running,
+    /// Exited; the exit file is written.
+    Stopped,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Created => "created",
+            Phase::Running => "running",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of the init's state.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    /// Where the init is.
+    pub phase: Phase,
+    /// Its pid; None once reaped.
+    pub pid: Option<Pid>,
+    /// Unix nanoseconds of start; 0 before.
+    pub started_at: i64,
+    /// The exit, once stopped.
+    pub exit: Option<ExitInfo>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    phase: Phase,
+    pid: Pid,
+    reaped: bool,
+    started_at: i64,
+    exit: Option<ExitInfo>,
+}
+
+/// What [`Task::launch`] needs, from the command line.
+#[derive(Debug)]
+pub struct TaskConfig {
+    /// Container id.
+    pub id: String,
+    /// Bundle dir with config.json.
+    pub bundle: PathBuf,
+    /// The container's state dir.
+    pub state_dir: PathBuf,
+    /// CRI log file; empty to discard output.
+    pub log_path: PathBuf,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// Give the container a pty.
+    pub tty: bool,
+    /// cgroups path overriding the spec's.
+    pub cgroups_path: Option<PathBuf>,
+    /// Use the systemd cgroup driver.
+    pub systemd: bool,
+}
+
+/// The container and everything the shim holds for it.
+#[derive(Debug)]
+pub struct Task {
+    id: String,
+    state_dir: PathBuf,
+    root: PathBuf,
+    container: Mutex<Container>,
+    inner: Mutex<Inner>,
+    exit_tx: watch::Sender<Option<ExitInfo>>,
+    log: Arc<Mutex<LogFile>>,
+    pty: Option<OwnedFd>,
+    /// Kept open so the container never sees end of file on stdin (attach writes here).
+    _stdin: Option<OwnedFd>,
+    oom: OomCounter,
+    reaper: Arc<Reaper>,
+    shutdown: watch::Sender<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Task {
+    /// Creates the container and starts watching it: copies its output into the log,
+    /// waits for its init and records the exit.
+    pub fn launch(cfg: &TaskConfig, reaper: Arc<Reaper>) -> Result<Arc<Self>> {
+        let id = cfg.id.clone();
+        let io_err = |op| {
+            let id = id.clone();
+            move |source| TaskError::Io { id, op, source }
+        };
+        let cont_err = |op| {
+            let id = id.clone();
+            move |source| TaskError::Container {
+                id,
+                op,
+                source: Box::new(source),
+            }
+        };
+        let root = cfg.state_dir.join("libcontainer");
+        std::fs::create_dir_all(&root).map_err(io_err("create libcontainer root"))?;
+        let log = LogFile::open(&cfg.log_path).map_err(io_err("open log file"))?;
+        let host = HostLimits::current();
+        let cgroups = container::prepare_spec(&cfg.bundle, &id, cfg.cgroups_path.as_deref(), &host)
+            .map_err(cont_err("prepare spec"))?;
+        let oom = OomCounter::new(Path::new("/sys/fs/cgroup"), &cgroups, cfg.systemd);
+
+        let (stdio, shim_io, console) = if cfg.tty {
+            let sock = ConsoleSocket::bind(&cfg.state_dir.join("console.sock"))
+                .map_err(io_err("bind console socket"))?;
+            (
+                InitStdio::Console(sock.path().to_path_buf()),
+                None,
+                Some(sock),
+            )
+        } else {
+            let (child, shim) = io::pipes(cfg.stdin).map_err(io_err("create stdio pipes"))?;
+            (InitStdio::Pipes(child), Some(shim), None)
+        };
+        let opts = CreateOptions {
+            id: &id,
+            bundle: &cfg.bundle,
+            root: &root,
+            stdio,
+            systemd: cfg.systemd,
+        };
+        let (container, pid) = container::create(opts).map_err(cont_err("create"))?;
+        // No await since create: the reaper can't have reaped the init yet.
+        let init_exit = reaper.register(pid);
+        let mut task = Task {
+            id: id.clone(),
+            state_dir: cfg.state_dir.clone(),
+            root,
+            container: Mutex::new(container),
+            inner: Mutex::new(Inner {
+                phase: Phase::Created,
+                pid,
+                reaped: false,
+                started_at: 0,
+                exit: None,
+            }),
+            exit_tx: watch::Sender::new(None),
+            log: Arc::new(Mutex::new(log)),
+            pty: None,
+            _stdin: None,
+            oom,
+            reaper,
+            shutdown: watch::Sender::new(false),
+        };
+        let copiers = match (console, shim_io) {
+            (Some(sock), _) => task.attach_pty(sock),
+            (None, Some(shim)) => task.attach_pipes(shim),
+            (None, None) => unreachable!("either a console or pipes"),
+        };
+        let copiers = copiers.map_err(io_err("set up stdio"))?;
+        let task = Arc::new(task);
+        tokio::spawn(Arc::clone(&task).watch_init(init_exit, copiers));
+        Ok(task)
+    }
+
+    fn attach_pipes(&mut self, shim: io::ShimStdio) -> std::io::Result<Vec<JoinHandle<()>>> {
+        self._stdin = shim.stdin;
+        let out = FdReader::new(shim.stdout)?;
+        let err = FdReader::new(shim.stderr)?;
+        Ok(vec![
+            tokio::spawn(io::copy_to_log(out, Stream::Stdout, Arc::clone(&self.log))),
+            tokio::spawn(io::copy_to_log(err, Stream::Stderr, Arc::clone(&self.log))),
+        ])
+    }
+
+    fn attach_pty(&mut self, sock: ConsoleSocket) -> std::io::Result<Vec<JoinHandle<()>>> {
+        let master = sock.receive_master()?;
+        self.pty = Some(master.try_clone()?);
+        let reader = FdReader::new(master)?;
+        Ok(vec![tokio::spawn(io::copy_to_log(
+            reader,
+            Stream::Stdout,
+            Arc::clone(&self.log),
+        ))])
+    }
+
+    /// Records the init's exit: waits for the reaper, then for the output, then
+    /// writes the exit file and wakes the waiters.
+    async fn watch_init(
+        self: Arc<Self>,
+        exit: oneshot::Receiver<i32>,
+        copiers: Vec<JoinHandle<()>>,
+    ) {
+        let code = exit.await.unwrap_or(255);
+        let finished_at = exit::now_nanos();
+        let started_at = {
+            let mut inner = lock(&self.inner);
+            inner.reaped = true;
+            inner.started_at
+        };
+        tracing::info!(id = %self.id, code, "init exited");
+        let drain = async {
+            for c in copiers {
+                let _ = c.await;
+            }
+        };
+        if tokio::time::timeout(IO_DRAIN, drain).await.is_err() {
+            tracing::warn!(id = %self.id, "container output still open after exit");
+        }
+        let oom_killed = self.oom.oom_killed();
+        let info = ExitInfo {
+            exit_code: code,
+            started_at,
+            finished_at,
+            oom_killed,
+        };
+        if let Err(err) = exit::write_exit_file(&self.state_dir, &info) {
+            tracing::error!(id = %self.id, %err, "write exit file");
+        }
+        {
+            let mut inner = lock(&self.inner);
+            inner.phase = Phase::Stopped;
+            inner.exit = Some(info);
+        }
+        self.exit_tx.send_replace(Some(info));
+    }
+
+    /// Container id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// libcontainer's root dir.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The reaper, for exec processes.
+    pub fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
+    /// The init's current state.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = lock(&self.inner);
+        Snapshot {
+            phase: inner.phase,
+            pid: (!inner.reaped).then_some(inner.pid),
+            started_at: inner.started_at,
+            exit: inner.exit,
+        }
+    }
+
+    fn wrong_state(&self, op: &'static str, phase: Phase) -> TaskError {
+        TaskError::WrongState {
+            id: self.id.clone(),
+            op,
+            state: phase.as_str(),
+        }
+    }
+
+    /// Fails unless the init is running (and not yet reaped).
+    pub fn ensure_running(&self, op: &'static str) -> Result<()> {
+        let inner = lock(&self.inner);
+        match inner.phase {
+            Phase::Running if !inner.reaped => Ok(()),
+            Phase::Running => Err(self.wrong_state(op, Phase::Stopped)),
+            p => Err(self.wrong_state(op, p)),
+        }
+    }
+
+    /// Lets the init exec the container's command; returns its pid.
+    pub fn start(&self) -> Result<Pid> {
+        let mut inner = lock(&self.inner);
+        if inner.phase != Phase::Created || inner.reaped {
+            let phase = if inner.reaped {
+                Phase::Stopped
+            } else {
+                inner.phase
+            };
+            return Err(self.wrong_state("start", phase));
+        }
+        container::start(&mut lock(&self.container)).map_err(|source| TaskError::Container {
+            id: self.id.clone(),
+            op: "start",
+            source: Box::new(source),
+        })?;
+        inner.phase = Phase::Running;
+        inner.started_at = exit::now_nanos();
+        tracing::info!(id = %self.id, pid = %inner.pid, "started");
+        Ok(inner.pid)
+    }
+
+    /// Sends `signal` to the init, or with `all` to every process of the container.
+    /// Signalling an exited container succeeds.
+    pub fn kill(&self, signal: i32, all: bool) -> Result<()> {
+        let (pid, reaped) = {
+            let inner = lock(&self.inner);
+            (inner.pid, inner.reaped)
+        };
+        if all {
+            let mut c = lock(&self.container);
+            return container::kill_all(&mut c, signal).map_err(|source| TaskError::Container {
+                id: self.id.clone(),
+                op: "kill all",
+                source: Box::new(source),
+            });
+        }
+        if reaped {
+            return Ok(());
+        }
+        container::signal_pid(pid, signal).map_err(|e| TaskError::Invalid {
+            id: self.id.clone(),
+            op: "kill",
+            reason: format!("signal {signal}: {e}"),
+        })
+    }
+
+    /// Waits until the exit is recorded.
+    pub async fn wait(&self) -> ExitInfo {
+        let mut rx = self.exit_tx.subscribe();
+        let res = rx.wait_for(Option::is_some).await;
+        res.ok().and_then(|v| *v).unwrap_or_default()
+    }
+
+    /// Reopens the log file after rotation.
+    pub fn reopen_log(&self) -> Result<()> {
+        lock(&self.log).reopen().map_err(|source| TaskError::Io {
+            id: self.id.clone(),
+            op: "reopen log",
+            source,
+        })
+    }
+
+    /// Resizes the container's pty.
+    pub fn resize_pty(&self, width: u16, height: u16) -> Result<()> {
+        let Some(pty) = &self.pty else {
+            return Err(TaskError::Invalid {
+                id: self.id.clone(),
+                op: "resize pty",
+                reason: "container has no tty".into(),
+            });
+        };
+        io::resize(pty, width, height).map_err(|source| TaskError::Io {
+            id: self.id.clone(),
+            op: "resize pty",
+            source,
+        })
+    }
+
+    /// Deletes the container and asks the shim to exit. Refused while the init runs
+    /// unless `force`, which kills everything first.
+    pub async fn shutdown(&self, force: bool) -> Result<()> {
+        if lock(&self.inner).phase != Phase::Stopped {
+            if !force {
+                return Err(self.wrong_state("shutdown", lock(&self.inner).phase));
+            }
+            if let Err(err) = self.kill(nix::libc::SIGKILL, true) {
+                tracing::warn!(%err, "kill before shutdown");
+                self.kill(nix::libc::SIGKILL, false)?;
+            }
+            self.wait().await;
+        }
+        container::delete(&mut lock(&self.container)).map_err(|source| TaskError::Container {
+            id: self.id.clone(),
+            op: "delete",
+            source: Box::new(source),
+        })?;
+        tracing::info!(id = %self.id, "deleted");
+        self.shutdown.send_replace(true);
+        Ok(())
+    }
+
+    /// Resolves once a shutdown has been done.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+}
