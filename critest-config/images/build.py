@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Builds the container images the CRI validation suite (critest) uses, from
-Debian packages only, and pushes them to a local registry under their
-upstream repository paths.
+"""Builds the container images the CRI validation suite (critest) uses, and the
+image of the pull benchmark (bench-pull.sh), from Debian packages only, and
+pushes them to a local registry under their upstream repository paths.
 
     build.py build --cache DIR            build (or reuse) the images in DIR/images
     build.py push  --cache DIR --registry HOST:PORT
@@ -59,6 +59,20 @@ DEBS = [
     # pause
     "catatonit",
 ]
+
+# The pull benchmark's image: busybox, then one layer per group of big Debian
+# packages (their whole contents; not meant to run). About 108 MB of gzip'd
+# layer data in 7 layers, about 320 MB unpacked.
+BENCH_IMAGE = "registry.k8s.io/crust-bench/multilayer:100mb"
+BENCH_LAYERS = [
+    ["perl-modules-5.36", "libperl5.36"],
+    ["python3.11-minimal", "libpython3.11-stdlib"],
+    ["libicu72"],
+    ["cpp-12"],
+    ["gcc-12"],
+    ["libllvm15"],
+]
+DEBS += [p for layer in BENCH_LAYERS for p in layer]
 
 MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -543,6 +557,16 @@ def _build_all(store, store_dir, debdir, scratch):
     for tag in ("1.35.0-glibc", "1-uclibc", "1", "1-glibc", "1-musl"):
         add([ECR + "busybox:" + tag],
             busybox_image([file_layer("busybox-" + tag)], history=["ADD busybox-" + tag]))
+
+    # The pull benchmark's multi-layer image.
+    bench_layers, bench_history = [L_base], [H_base]
+    for group in BENCH_LAYERS:
+        t = tree("bench-" + group[0])
+        for pkg in group:
+            install(pkgs, t, pkg, ["*"])
+        bench_layers.append(make_layer(store, t))
+        bench_history.append("contents of Debian " + ", ".join(group))
+    add([BENCH_IMAGE], make_image(store, bench_layers, dict(sh), history=bench_history))
 
     # Our own sandbox image for a peer runtime: a different image than
     # pause:3.9 (plain OCI manifest, no list).
