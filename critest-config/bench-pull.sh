@@ -73,10 +73,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-fail() {
-  echo "bench-pull: $*" >&2
-  exit 1
-}
 
 # --- what the benchmark needs
 apt_install containerd runc python3

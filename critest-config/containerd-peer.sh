@@ -24,6 +24,7 @@
 # failed and the end of the relevant log. Optional: CRICTL (path of crictl)
 # lets "stop" remove pods through CRI, which also tears their networks down.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 CACHE=${CRUST_CACHE:-/var/cache/crust}
 PORT=${CRUST_REGISTRY_PORT:-5111}
@@ -45,32 +46,8 @@ BRIDGE=crustpeer0
 SANDBOX_IMAGE=127.0.0.1:$PORT/crust/pause:peer
 MIRRORED=(registry.k8s.io k8s.gcr.io gcr.io public.ecr.aws)
 
-fail() { # message [logfile]
-	echo "containerd-peer.sh: $1" >&2
-	if [[ -n ${2:-} && -s ${2:-} ]]; then
-		echo "--- last lines of $2:" >&2
-		tail -n 40 "$2" >&2
-	fi
-	exit 1
-}
 
-installed() {
-	dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q ' ok installed$'
-}
 
-ensure_packages() {
-	local p missing=()
-	for p in "$@"; do
-		installed "$p" || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	local log=$PEER/apt.log
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-			>"$log" 2>&1 || fail "apt-get install ${missing[*]} failed" "$log"
-	fi
-}
 
 ctr_() { ctr --address "$SOCK" "$@"; }
 
@@ -115,7 +92,7 @@ write_config() {
 }
 
 start() {
-	ensure_packages containerd runc containernetworking-plugins iptables iproute2
+	apt_install containerd runc containernetworking-plugins iptables iproute2
 	[[ -x $CNI_BIN/bridge && -x $CNI_BIN/portmap && -x $CNI_BIN/loopback ]] ||
 		fail "CNI plugins missing in $CNI_BIN"
 	"$HERE/registry.sh" start

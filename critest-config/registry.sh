@@ -18,6 +18,7 @@
 # downloaded .debs, built images, logs, pid file. Quiet on success; on failure
 # it prints what failed and the end of the relevant log.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
 CACHE=${CRUST_CACHE:-/var/cache/crust}
 PORT=${CRUST_REGISTRY_PORT:-5111}
@@ -28,38 +29,9 @@ LOGDIR=$CACHE/logs
 PIDFILE=$CACHE/registry.pid
 CONFIG=$CACHE/registry.yml
 
-fail() { # message [logfile]
-	echo "registry.sh: $1" >&2
-	if [[ -n ${2:-} && -s ${2:-} ]]; then
-		echo "--- last lines of $2:" >&2
-		tail -n 40 "$2" >&2
-	fi
-	exit 1
-}
 
-step() { # description logfile command...
-	local what=$1 log=$2
-	shift 2
-	"$@" >"$log" 2>&1 || fail "$what failed" "$log"
-}
 
-installed() {
-	dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q ' ok installed$'
-}
 
-ensure_packages() {
-	local p missing=()
-	for p in "$@"; do
-		installed "$p" || missing+=("$p")
-	done
-	((${#missing[@]})) || return 0
-	local log=$LOGDIR/apt.log
-	export DEBIAN_FRONTEND=noninteractive
-	if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
-			>"$log" 2>&1 || fail "apt-get install ${missing[*]} failed" "$log"
-	fi
-}
 
 fetch_debs() {
 	local dir=$CACHE/debs p missing=()
@@ -172,11 +144,11 @@ main() {
 		"$PY" "$BUILD" list --cache "$CACHE"
 		;;
 	start)
-		ensure_packages docker-registry python3 gcc libc6-dev
+		apt_install docker-registry python3 gcc libc6-dev
 		start_registry
 		fetch_debs
-		step "building the images" "$LOGDIR/build.log" "$PY" "$BUILD" build --cache "$CACHE"
-		step "pushing the images" "$LOGDIR/push.log" \
+		step build-images "$PY" "$BUILD" build --cache "$CACHE"
+		step push-images \
 			"$PY" "$BUILD" push --cache "$CACHE" --registry "127.0.0.1:$PORT"
 		;;
 	esac

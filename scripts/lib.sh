@@ -7,9 +7,18 @@ CRUST_CACHE="${CRUST_CACHE:-/var/cache/crust}"
 CRUST_LOG_DIR="${CRUST_LOG_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/crust-logs.XXXXXX")}"
 export CRUST_TOP CRUST_CACHE CRUST_LOG_DIR
 
-die() {
-  echo "$(basename "$0"): $*" >&2
+# fail MSG [LOG]: prints MSG, and the end of LOG when given, then exits 1.
+fail() {
+  echo "$(basename "$0"): $1" >&2
+  if [ -n "${2:-}" ] && [ -s "$2" ]; then
+    echo "--- last lines of $2:" >&2
+    tail -n 40 "$2" >&2
+  fi
   exit 1
+}
+
+die() {
+  fail "$*"
 }
 
 need_root() {
