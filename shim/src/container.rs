@@ -40,6 +40,9 @@ pub enum Error {
         /// What went wrong.
         source: io::Error,
     },
+    /// The spec's root filesystem does not exist.
+    #[error("rootfs {0} does not exist")]
+    NoRootfs(PathBuf),
     /// A libcontainer call failed.
     #[error(transparent)]
     Libcontainer(#[from] LibcontainerError),
@@ -98,6 +101,10 @@ pub fn prepare_spec(
         path: path.clone(),
         source,
     })?;
+    let rootfs = spec.root().as_ref().map(|r| bundle.join(r.path()));
+    if let Some(rootfs) = rootfs.filter(|r| !r.is_dir()) {
+        return Err(Error::NoRootfs(rootfs));
+    }
     let changed = adjust_spec(&mut spec, id, cgroups_path, host);
     if changed {
         save_spec(&spec, &path).map_err(|source| Error::SaveSpec { path, source })?;

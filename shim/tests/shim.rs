@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{Fixture, can_run, eventually, state};
+use common::{Fixture, can_run, eventually, proc_field, shim_pid, state};
 use crust_proto::shim::{
     ExecSyncRequest, KillRequest, ReopenLogRequest, ResizePtyRequest, ShutdownRequest,
     StartRequest, Status, WaitRequest,
@@ -42,6 +42,12 @@ async fn runs_a_container_to_its_exit() {
     assert!(fx.exit_file().is_none());
     assert!(fx.cgroup("memory").exists());
 
+    let shim = shim_pid(s.pid);
+    assert_eq!(
+        proc_field(shim, "status", "Threads").as_deref(),
+        Some("1"),
+        "single-threaded"
+    );
     let pid = c.start(StartRequest {}).await.unwrap().into_inner().pid;
     assert_eq!(pid, s.pid);
     let w = c.wait(WaitRequest {}).await.unwrap().into_inner();
@@ -77,6 +83,12 @@ async fn runs_a_container_to_its_exit() {
     .unwrap();
 
     c.shutdown(ShutdownRequest { force: false }).await.unwrap();
+    drop(c);
+    let exited = || proc_field(shim, "status", "State").is_none_or(|s| s.starts_with('Z'));
+    assert!(
+        eventually(Duration::from_secs(5), exited).await,
+        "shim still runs"
+    );
     assert!(!fx.socket().exists());
     for ctrl in ["memory", "pids", "cpu", "freezer"] {
         assert!(!fx.cgroup(ctrl).exists(), "{ctrl} cgroup left");
@@ -396,5 +408,55 @@ async fn create_failure_is_one_line_on_stderr() {
     let err = common::stderr(&out);
     assert!(err.starts_with("crust-shim: "), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("rootfs /nonexistent/rootfs does not exist"),
+        "{err}"
+    );
     assert!(!fx.socket().exists());
+}
+
+/// Prints the memory of idle shims with running containers (four of them, so that
+/// Pss shows the share of the binary's pages). Run it against the release binary:
+/// `CRUST_SHIM=target/release/crust-shim cargo test -p crust-shim --test shim
+/// idle_memory -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn idle_memory() {
+    if !can_run() {
+        return;
+    }
+    let mut shims = Vec::new();
+    for i in 0..4 {
+        let fx = Fixture::new(&format!("mem{i}"), &["sleep", "1000"], |_| {});
+        fx.create();
+        let mut c = fx.client().await;
+        let pid = c.start(StartRequest {}).await.unwrap().into_inner().pid;
+        let r = c.exec_sync(ExecSyncRequest {
+            args: vec!["true".into()],
+            timeout: 5,
+            env: vec![],
+        });
+        r.await.unwrap();
+        shims.push((fx, c, shim_pid(pid)));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (_, _, shim) in &shims {
+        let mut line = format!("shim {shim}");
+        for (file, field) in [
+            ("status", "VmRSS"),
+            ("status", "RssAnon"),
+            ("smaps_rollup", "Pss"),
+        ] {
+            let v = proc_field(*shim, file, field).unwrap_or_default();
+            line += &format!(" {field}: {v}");
+        }
+        println!("{line}");
+    }
+    if let Ok(secs) = std::env::var("CRUST_SHIM_HOLD") {
+        // Time to look at /proc/<shim>/smaps by hand.
+        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(30))).await;
+    }
+    for (_, c, _) in &mut shims {
+        c.shutdown(ShutdownRequest { force: true }).await.unwrap();
+    }
 }

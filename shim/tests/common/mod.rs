@@ -17,8 +17,10 @@ use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
-/// The shim binary under test.
-pub const SHIM: &str = env!("CARGO_BIN_EXE_crust-shim");
+/// The shim binary under test: `CRUST_SHIM` or the one cargo built.
+pub fn shim_bin() -> String {
+    std::env::var("CRUST_SHIM").unwrap_or_else(|_| env!("CARGO_BIN_EXE_crust-shim").to_owned())
+}
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "head", "tail", "tr", "printf", "true", "ps", "tty", "yes",
@@ -106,7 +108,7 @@ impl Fixture {
 
     /// The shim command line.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(SHIM);
+        let mut cmd = Command::new(shim_bin());
         cmd.arg("--id").arg(&self.id);
         cmd.arg("--bundle").arg(self.bundle());
         cmd.arg("--state").arg(self.state());
@@ -171,6 +173,9 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("CRUST_SHIM_PRINT_LOG").is_some() {
+            eprintln!("--- shim.log of {}:\n{}", self.id, self.shim_log());
+        }
         let socket = self.socket();
         if !socket.exists() {
             return;
@@ -241,4 +246,19 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// The shim's view of the container's state.
 pub async fn state(c: &mut ShimClient<Channel>) -> crust_proto::shim::StateResponse {
     c.state(StateRequest {}).await.unwrap().into_inner()
+}
+
+/// A field of /proc/<pid>/status (or smaps_rollup), e.g. "VmRSS" -> "1234 kB".
+pub fn proc_field(pid: u32, file: &str, name: &str) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// The shim's pid: the parent of the container's init.
+pub fn shim_pid(init: u32) -> u32 {
+    proc_field(init, "status", "PPid").unwrap().parse().unwrap()
 }
