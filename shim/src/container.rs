@@ -16,6 +16,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::error::LibcontainerError;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::{self, Executor, ExecutorError, ExecutorValidationError};
 use nix::unistd::Pid;
 use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec};
 
@@ -173,6 +174,29 @@ fn save_spec(spec: &Spec, path: &Path) -> io::Result<()> {
     fs::rename(&tmp, path)
 }
 
+/// libcontainer's default executor, after resetting the standard signals to their
+/// default action: an ignored signal stays ignored across exec, and Rust programs
+/// ignore SIGPIPE, so without this every container process would start with SIGPIPE
+/// ignored (runc's start with none).
+#[derive(Clone)]
+struct DefaultSignals;
+
+impl Executor for DefaultSignals {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        for sig in 1..32 {
+            if sig != nix::libc::SIGKILL && sig != nix::libc::SIGSTOP {
+                // SAFETY: SIG_DFL installs no handler; this process is about to exec.
+                unsafe { nix::libc::signal(sig, nix::libc::SIG_DFL) };
+            }
+        }
+        workload::default::get_executor().exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        workload::default::get_executor().validate(spec)
+    }
+}
+
 /// How the container's init gets its stdio.
 #[derive(Debug)]
 pub enum InitStdio {
@@ -201,6 +225,7 @@ pub struct CreateOptions<'a> {
 /// handle and the init's pid.
 pub fn create(opts: CreateOptions<'_>) -> Result<(Container, Pid)> {
     let mut builder = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
+        .with_executor(DefaultSignals)
         .with_root_path(opts.root)?;
     builder = match opts.stdio {
         InitStdio::Pipes(stdio) => builder
@@ -254,6 +279,7 @@ pub struct ExecOptions<'a> {
 /// Starts a process in the running container; returns its pid (a child of the shim).
 pub fn exec(opts: ExecOptions<'_>) -> Result<Pid> {
     let pid = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
+        .with_executor(DefaultSignals)
         .with_root_path(opts.root)?
         .with_stdin(opts.stdio.stdin)
         .with_stdout(opts.stdio.stdout)

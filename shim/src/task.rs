@@ -160,6 +160,40 @@ pub struct Task {
     shutdown: watch::Sender<bool>,
 }
 
+/// The shim's side of the init's stdio, before the container exists.
+enum ShimSide {
+    Pipes(io::ShimStdio),
+    Console(ConsoleSocket),
+}
+
+/// Pipes, or a console socket for a tty.
+fn init_stdio(cfg: &TaskConfig) -> std::io::Result<(InitStdio, ShimSide)> {
+    if cfg.tty {
+        let sock = ConsoleSocket::bind(&cfg.state_dir.join("console.sock"))?;
+        Ok((
+            InitStdio::Console(sock.path().to_path_buf()),
+            ShimSide::Console(sock),
+        ))
+    } else {
+        let (child, shim) = io::pipes(cfg.stdin)?;
+        Ok((InitStdio::Pipes(child), ShimSide::Pipes(shim)))
+    }
+}
+
+fn io_err(id: &str, op: &'static str) -> impl FnOnce(std::io::Error) -> TaskError {
+    let id = id.to_owned();
+    move |source| TaskError::Io { id, op, source }
+}
+
+fn container_err(id: &str, op: &'static str) -> impl FnOnce(container::Error) -> TaskError {
+    let id = id.to_owned();
+    move |source| TaskError::Container {
+        id,
+        op,
+        source: Box::new(source),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -168,51 +202,27 @@ impl Task {
     /// Creates the container and starts watching it: copies its output into the log,
     /// waits for its init and records the exit.
     pub fn launch(cfg: &TaskConfig, reaper: Arc<Reaper>) -> Result<Arc<Self>> {
-        let id = cfg.id.clone();
-        let io_err = |op| {
-            let id = id.clone();
-            move |source| TaskError::Io { id, op, source }
-        };
-        let cont_err = |op| {
-            let id = id.clone();
-            move |source| TaskError::Container {
-                id,
-                op,
-                source: Box::new(source),
-            }
-        };
+        let id = cfg.id.as_str();
         let root = cfg.state_dir.join("libcontainer");
-        std::fs::create_dir_all(&root).map_err(io_err("create libcontainer root"))?;
-        let log = LogFile::open(&cfg.log_path).map_err(io_err("open log file"))?;
+        std::fs::create_dir_all(&root).map_err(io_err(id, "create libcontainer root"))?;
+        let log = LogFile::open(&cfg.log_path).map_err(io_err(id, "open log file"))?;
         let host = HostLimits::current();
-        let cgroups = container::prepare_spec(&cfg.bundle, &id, cfg.cgroups_path.as_deref(), &host)
-            .map_err(cont_err("prepare spec"))?;
+        let cgroups = container::prepare_spec(&cfg.bundle, id, cfg.cgroups_path.as_deref(), &host)
+            .map_err(container_err(id, "prepare spec"))?;
         let oom = OomCounter::new(Path::new("/sys/fs/cgroup"), &cgroups, cfg.systemd);
-
-        let (stdio, shim_io, console) = if cfg.tty {
-            let sock = ConsoleSocket::bind(&cfg.state_dir.join("console.sock"))
-                .map_err(io_err("bind console socket"))?;
-            (
-                InitStdio::Console(sock.path().to_path_buf()),
-                None,
-                Some(sock),
-            )
-        } else {
-            let (child, shim) = io::pipes(cfg.stdin).map_err(io_err("create stdio pipes"))?;
-            (InitStdio::Pipes(child), Some(shim), None)
-        };
+        let (stdio, shim_side) = init_stdio(cfg).map_err(io_err(id, "set up stdio"))?;
         let opts = CreateOptions {
-            id: &id,
+            id,
             bundle: &cfg.bundle,
             root: &root,
             stdio,
             systemd: cfg.systemd,
         };
-        let (container, pid) = container::create(opts).map_err(cont_err("create"))?;
+        let (container, pid) = container::create(opts).map_err(container_err(id, "create"))?;
         // No await since create: the reaper can't have reaped the init yet.
         let init_exit = reaper.register(pid);
         let mut task = Task {
-            id: id.clone(),
+            id: id.to_owned(),
             state_dir: cfg.state_dir.clone(),
             root,
             container: Mutex::new(container),
@@ -231,12 +241,19 @@ impl Task {
             reaper,
             shutdown: watch::Sender::new(false),
         };
-        let copiers = match (console, shim_io) {
-            (Some(sock), _) => task.attach_pty(sock),
-            (None, Some(shim)) => task.attach_pipes(shim),
-            (None, None) => unreachable!("either a console or pipes"),
+        let copiers = match shim_side {
+            ShimSide::Pipes(shim) => task.attach_pipes(shim),
+            ShimSide::Console(sock) => task.attach_pty(sock),
         };
-        let copiers = copiers.map_err(io_err("set up stdio"))?;
+        let copiers = match copiers {
+            Ok(c) => c,
+            Err(err) => {
+                if let Err(e) = container::delete(&mut lock(&task.container)) {
+                    tracing::error!(id, %e, "delete after failed stdio setup");
+                }
+                return Err(io_err(id, "attach stdio")(err));
+            }
+        };
         let task = Arc::new(task);
         tokio::spawn(Arc::clone(&task).watch_init(init_exit, copiers));
         Ok(task)
@@ -359,11 +376,7 @@ impl Task {
             };
             return Err(self.wrong_state("start", phase));
         }
-        container::start(&mut lock(&self.container)).map_err(|source| TaskError::Container {
-            id: self.id.clone(),
-            op: "start",
-            source: Box::new(source),
-        })?;
+        container::start(&mut lock(&self.container)).map_err(container_err(&self.id, "start"))?;
         inner.phase = Phase::Running;
         inner.started_at = exit::now_nanos();
         tracing::info!(id = %self.id, pid = %inner.pid, "started");
@@ -379,11 +392,8 @@ impl Task {
         };
         if all {
             let mut c = lock(&self.container);
-            return container::kill_all(&mut c, signal).map_err(|source| TaskError::Container {
-                id: self.id.clone(),
-                op: "kill all",
-                source: Box::new(source),
-            });
+            return container::kill_all(&mut c, signal)
+                .map_err(container_err(&self.id, "kill all"));
         }
         if reaped {
             return Ok(());
@@ -404,11 +414,9 @@ impl Task {
 
     /// Reopens the log file after rotation.
     pub fn reopen_log(&self) -> Result<()> {
-        lock(&self.log).reopen().map_err(|source| TaskError::Io {
-            id: self.id.clone(),
-            op: "reopen log",
-            source,
-        })
+        lock(&self.log)
+            .reopen()
+            .map_err(io_err(&self.id, "reopen log"))
     }
 
     /// Resizes the container's pty.
@@ -420,11 +428,7 @@ impl Task {
                 reason: "container has no tty".into(),
             });
         };
-        io::resize(pty, width, height).map_err(|source| TaskError::Io {
-            id: self.id.clone(),
-            op: "resize pty",
-            source,
-        })
+        io::resize(pty, width, height).map_err(io_err(&self.id, "resize pty"))
     }
 
     /// Deletes the container and asks the shim to exit. Refused while the init runs
@@ -440,11 +444,7 @@ impl Task {
             }
             self.wait().await;
         }
-        container::delete(&mut lock(&self.container)).map_err(|source| TaskError::Container {
-            id: self.id.clone(),
-            op: "delete",
-            source: Box::new(source),
-        })?;
+        container::delete(&mut lock(&self.container)).map_err(container_err(&self.id, "delete"))?;
         tracing::info!(id = %self.id, "deleted");
         self.shutdown.send_replace(true);
         Ok(())

@@ -415,48 +415,41 @@ async fn create_failure_is_one_line_on_stderr() {
     assert!(!fx.socket().exists());
 }
 
-/// Prints the memory of idle shims with running containers (four of them, so that
-/// Pss shows the share of the binary's pages). Run it against the release binary:
-/// `CRUST_SHIM=target/release/crust-shim cargo test -p crust-shim --test shim
-/// idle_memory -- --ignored --nocapture`.
 #[tokio::test]
-#[ignore]
-async fn idle_memory() {
+async fn container_processes_ignore_no_signal() {
     if !can_run() {
         return;
     }
-    let mut shims = Vec::new();
-    for i in 0..4 {
-        let fx = Fixture::new(&format!("mem{i}"), &["sleep", "1000"], |_| {});
-        fx.create();
-        let mut c = fx.client().await;
-        let pid = c.start(StartRequest {}).await.unwrap().into_inner().pid;
-        let r = c.exec_sync(ExecSyncRequest {
-            args: vec!["true".into()],
-            timeout: 5,
-            env: vec![],
-        });
-        r.await.unwrap();
-        shims.push((fx, c, shim_pid(pid)));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (_, _, shim) in &shims {
-        let mut line = format!("shim {shim}");
-        for (file, field) in [
-            ("status", "VmRSS"),
-            ("status", "RssAnon"),
-            ("smaps_rollup", "Pss"),
-        ] {
-            let v = proc_field(*shim, file, field).unwrap_or_default();
-            line += &format!(" {field}: {v}");
-        }
-        println!("{line}");
-    }
-    if let Ok(secs) = std::env::var("CRUST_SHIM_HOLD") {
-        // Time to look at /proc/<shim>/smaps by hand.
-        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(30))).await;
-    }
-    for (_, c, _) in &mut shims {
-        c.shutdown(ShutdownRequest { force: true }).await.unwrap();
-    }
+    let fx = Fixture::new("sigign", &["cat", "/proc/self/status"], |_| {});
+    fx.create();
+    let mut c = fx.client().await;
+    c.start(StartRequest {}).await.unwrap();
+    c.wait(WaitRequest {}).await.unwrap();
+    let ign = |text: &str| {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .unwrap()
+            .trim();
+        // Standard signals only (32 and 33 belong to the C library).
+        u64::from_str_radix(line, 16).unwrap() & 0xffff_ffff & !(1 << 31)
+    };
+    let status: Vec<_> = records(&fx).into_iter().map(|r| r.2).collect();
+    assert_eq!(ign(&status.join("\n")), 0, "init ignores signals");
+    // SIGPIPE (13) must not be ignored in exec processes either.
+    drop(c);
+    let fx = Fixture::new("sigexec", &["sleep", "1000"], |_| {});
+    fx.create();
+    let mut c = fx.client().await;
+    c.start(StartRequest {}).await.unwrap();
+    let req = ExecSyncRequest {
+        args: vec!["cat".into(), "/proc/self/status".into()],
+        ..Default::default()
+    };
+    let r = c.exec_sync(req).await.unwrap().into_inner();
+    assert_eq!(
+        ign(&String::from_utf8_lossy(&r.stdout)),
+        0,
+        "exec ignores signals"
+    );
 }
