@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, can_run, proc_field, shim_pid};
+use common::{Fixture, proc_field, require_prerequisites, shim_pid};
 use crust_proto::shim::{ExecSyncRequest, ShutdownRequest, StartRequest};
 
 /// Prints the memory of idle shims with running containers (four of them, so that
@@ -14,9 +14,7 @@ use crust_proto::shim::{ExecSyncRequest, ShutdownRequest, StartRequest};
 #[tokio::test]
 #[ignore]
 async fn idle_memory() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let mut shims = Vec::new();
     for i in 0..4 {
         let fx = Fixture::new(&format!("mem{i}"), &["sleep", "1000"], |_| {});

@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::{Fixture, can_run, eventually, proc_field, shim_pid, state};
+use common::{Fixture, eventually, proc_field, require_prerequisites, shim_pid, state};
 use crust_proto::shim::{
     ExecSyncRequest, KillRequest, ReopenLogRequest, ResizePtyRequest, ShutdownRequest,
     StartRequest, Status, WaitRequest,
@@ -26,9 +26,7 @@ fn rec(stream: &str, tag: &str, content: &str) -> (String, String, String) {
 
 #[tokio::test]
 async fn runs_a_container_to_its_exit() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new(
         "exit",
         &["sh", "-c", "echo hello; echo err >&2; exit 3"],
@@ -99,9 +97,7 @@ async fn runs_a_container_to_its_exit() {
 
 #[tokio::test]
 async fn kill_reports_128_plus_signal() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     // The init of a pid namespace ignores SIGTERM without a handler; SIGKILL works.
     let fx = Fixture::new("kill9", &["sleep", "1000"], |_| {});
     fx.create();
@@ -149,9 +145,7 @@ async fn kill_reports_128_plus_signal() {
 
 #[tokio::test]
 async fn kills_a_created_container_and_refuses_shutdown_while_running() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new("created", &["sleep", "1000"], |_| {});
     fx.create();
     let mut c = fx.client().await;
@@ -176,9 +170,7 @@ async fn kills_a_created_container_and_refuses_shutdown_while_running() {
 
 #[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new("exec", &["sleep", "1000"], |_| {});
     fx.create();
     let mut c = fx.client().await;
@@ -247,9 +239,7 @@ async fn exec_sync_output_exit_code_and_timeout() {
 
 #[tokio::test]
 async fn splits_long_lines_and_keeps_a_trailing_partial() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let script = "head -c 40960 /dev/zero | tr '\\0' x; echo; printf tail";
     let fx = Fixture::new("long", &["sh", "-c", script], |_| {});
     fx.create();
@@ -274,9 +264,7 @@ async fn splits_long_lines_and_keeps_a_trailing_partial() {
 
 #[tokio::test]
 async fn reopens_the_log_after_rotation() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new(
         "reopen",
         &["sh", "-c", "echo one; sleep 2; echo two"],
@@ -300,9 +288,7 @@ async fn reopens_the_log_after_rotation() {
 
 #[tokio::test]
 async fn tty_output_goes_to_the_log() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let script = "tty; echo hi";
     let mut fx = Fixture::new("tty", &["sh", "-c", script], |spec| {
         let mut p = spec.process().clone().unwrap();
@@ -330,9 +316,7 @@ async fn tty_output_goes_to_the_log() {
 
 #[tokio::test]
 async fn survives_the_death_of_its_starter() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new("orphan", &["sleep", "1000"], |_| {});
     // A stand-in for crustd that starts the shim and is then SIGKILLed.
     let cmd = fx.command();
@@ -364,9 +348,7 @@ async fn survives_the_death_of_its_starter() {
 
 #[tokio::test]
 async fn reports_oom_kill() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let script = "head -c 67108864 /dev/zero | tail -c 67108864 >/dev/null";
     let fx = Fixture::new("oom", &["sh", "-c", script], |spec| {
         let limit = 8 * 1024 * 1024;
@@ -395,9 +377,7 @@ async fn reports_oom_kill() {
 
 #[tokio::test]
 async fn create_failure_is_one_line_on_stderr() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new("fail", &["true"], |spec| {
         let mut root = spec.root().clone().unwrap();
         root.set_path("/nonexistent/rootfs".into());
@@ -417,9 +397,7 @@ async fn create_failure_is_one_line_on_stderr() {
 
 #[tokio::test]
 async fn container_processes_ignore_no_signal() {
-    if !can_run() {
-        return;
-    }
+    require_prerequisites();
     let fx = Fixture::new("sigign", &["cat", "/proc/self/status"], |_| {});
     fx.create();
     let mut c = fx.client().await;

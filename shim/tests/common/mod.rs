@@ -26,17 +26,16 @@ const APPLETS: &[&str] = &[
     "sh", "echo", "sleep", "cat", "head", "tail", "tr", "printf", "true", "ps", "tty", "yes",
 ];
 
-/// Whether this machine can run the tests (root and busybox); prints why not.
-pub fn can_run() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root");
-        return false;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("skipped: needs /bin/busybox (apt-get install busybox-static)");
-        return false;
-    }
-    true
+/// Fails the test, saying what is missing, unless it runs as root with busybox-static.
+pub fn require_prerequisites() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the shim tests need root (namespaces, cgroups, mounts)"
+    );
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "the shim tests need /bin/busybox: apt-get install busybox-static (scripts/test does)"
+    );
 }
 
 /// One container's bundle and state dir.
