@@ -114,12 +114,7 @@ EOF
 stop_registry() {
 	local pid i
 	if pid=$(our_pid); then
-		kill "$pid"
-		for ((i = 0; i < 50; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+		stop_pid "$pid"
 	fi
 	rm -f "$PIDFILE"
 }

@@ -40,6 +40,17 @@ step() {
   fi
 }
 
+# stop_pid PID: SIGTERM, then SIGKILL if it has not exited within 10 s.
+stop_pid() {
+  local pid="$1" i
+  kill "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
 # apt_install PKG...: installs the Debian packages that are missing, quietly.
 apt_install() {
   local missing=()
