@@ -188,8 +188,11 @@ fn nix_pid(pid: u32) -> nix::unistd::Pid {
 
 impl Drop for Crustd {
     fn drop(&mut self) {
+        // SIGKILL: a test's clients still hold connections that nothing polls while
+        // this blocks, so SIGTERM would wait out the shutdown grace every time. Tests
+        // of a clean stop call `terminate` themselves.
         if let Some(mut child) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix_pid(child.id()), nix::sys::signal::Signal::SIGTERM);
+            let _ = child.kill();
             let _ = child.wait();
         }
         if std::thread::panicking() {
