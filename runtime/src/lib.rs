@@ -10,3 +10,4 @@ pub mod network;
 pub mod server;
 pub mod shims;
 pub mod spec;
+pub mod store;
