@@ -243,7 +243,7 @@ pub struct Mirror {
 }
 
 impl RegistryConfig {
-    /// Hosts must be bare host[:port]; endpoints must be http(s) URLs.
+    /// Hosts must be bare `host[:port]`; endpoints must be http(s) URLs.
     pub fn validate(&self) -> Result<()> {
         for host in &self.insecure {
             valid_host("registry.insecure", host)?;

@@ -54,7 +54,14 @@ where
         )));
     }
     let start = Instant::now();
+    let mut guard = CancelLog {
+        rpc,
+        id,
+        start,
+        finished: false,
+    };
     let result = body.await;
+    guard.finished = true;
     let micros = start.elapsed().as_micros() as u64;
     match result {
         Ok(resp) => {
@@ -72,6 +79,29 @@ where
                 tracing::info!(rpc, id, micros, error = %err, ?code, "refused");
             }
             Err(Status::new(code, err.to_string()))
+        }
+    }
+}
+
+/// Logs a call whose future was dropped before it finished: the client went away or
+/// its deadline passed, and the work was cancelled with it.
+struct CancelLog<'a> {
+    rpc: &'static str,
+    id: &'a str,
+    start: Instant,
+    finished: bool,
+}
+
+impl Drop for CancelLog<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            let micros = self.start.elapsed().as_micros() as u64;
+            tracing::info!(
+                rpc = self.rpc,
+                id = self.id,
+                micros,
+                "cancelled by the client"
+            );
         }
     }
 }
@@ -115,6 +145,22 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(resp.into_inner(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_call_stops_its_body() {
+        let r = Readiness::default();
+        r.set_ready();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let body = async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+            Ok::<_, Error>(())
+        };
+        let call = call(&r, "PullImage", "x", Verbosity::Change, body);
+        // The client gives up: the call's future is dropped, and the body with it.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(10), call).await;
+        assert!(rx.await.is_err(), "the body must be dropped with the call");
     }
 
     #[tokio::test]

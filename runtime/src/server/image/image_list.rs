@@ -27,7 +27,7 @@ pub async fn list_images(ctx: &Context, req: ListImagesRequest) -> Result<ListIm
     })
 }
 
-/// All images in messages of at most [`STREAM_CHUNK`] images.
+/// All images, in messages of at most `STREAM_CHUNK` images each.
 pub async fn stream_images(
     ctx: &Context,
     req: StreamImagesRequest,
