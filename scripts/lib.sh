@@ -80,7 +80,7 @@ need_rust() {
 }
 
 # The packages crustd needs at run time and to build.
-CRUST_DEBIAN_PACKAGES=(containernetworking-plugins iptables libseccomp-dev pkg-config ca-certificates curl)
+CRUST_DEBIAN_PACKAGES=(containernetworking-plugins iptables iproute2 libseccomp-dev pkg-config ca-certificates curl)
 
 # write_cni_config DIR NAME BRIDGE SUBNET: a bridge + portmap + loopback conflist.
 write_cni_config() {
