@@ -1,12 +1,15 @@
-//! Pod networking through CNI. So far: finding the pod network's config, which decides
-//! the `NetworkReady` condition. ADD/DEL/CHECK, netns pinning and DNS files come with
-//! the sandbox lifecycle.
+//! Pod networking through CNI: finding the pod network's config (which decides the
+//! `NetworkReady` condition), pinning a pod's network namespace ([`netns`]) and running
+//! the CNI plugins on it ([`cni`]). DNS files come with the sandbox lifecycle.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::config::NetworkConfig;
+
+pub mod cni;
+pub mod netns;
 
 /// The pod network crust would use, as its config file describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
