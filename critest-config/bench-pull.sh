@@ -95,23 +95,8 @@ mapfile -t chains < <(awk '$1 == "chain" { print $2 }' "$facts")
 # --- a throwaway crustd
 sock="$tmp/crust.sock"
 crust_root="$tmp/root"
-mirrors=""
-for host in registry.k8s.io gcr.io k8s.gcr.io; do
-  mirrors+="[registry.mirrors.\"$host\"]"$'\n'"endpoints = [\"http://$registry\"]"$'\n'
-done
-mkdir -p "$tmp/net.d"
-cat >"$tmp/crustd.toml" <<TOML
-root = "$crust_root"
-state = "$tmp/state"
-listen = "unix://$sock"
-log_level = "info"
-
-[network]
-conf_dir = "$tmp/net.d"
-
-$mirrors
-TOML
-"$crustd" --config "$tmp/crustd.toml" >"$CRUST_LOG_DIR/crustd.log" 2>&1 &
+write_crustd_config "$tmp" "$registry"
+"$crustd" --config "$tmp/config.toml" >"$CRUST_LOG_DIR/crustd.log" 2>&1 &
 crustd_pid=$!
 wait_for_crustd "$sock" "$crictl" 30 || {
   tail -n 40 "$CRUST_LOG_DIR/crustd.log" >&2

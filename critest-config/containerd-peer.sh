@@ -103,14 +103,8 @@ start() {
 	mkdir -p "$RUNDIR" "$(dirname "$SOCK")"
 	write_config
 	: >"$LOG"
-	(
-		# do not hand our lock (or any other inherited descriptor) to the daemon
-		for fd in /proc/"$BASHPID"/fd/*; do
-			fd=${fd##*/}
-			((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
-		done
-		exec setsid containerd --config "$CONFIG" </dev/null >>"$LOG" 2>&1
-	) &
+	# not handing our lock (or any other descriptor) to the daemon
+	spawn_detached "$LOG" containerd --config "$CONFIG"
 	local pid=$! i
 	echo "$pid" >"$PIDFILE"
 	for ((i = 0; i < 150; i++)); do

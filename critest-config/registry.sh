@@ -91,14 +91,8 @@ http:
   secret: local-test-registry
 EOF
 		: >"$log"
-		(
-			# do not hand our lock (or any other inherited descriptor) to the daemon
-			for fd in /proc/"$BASHPID"/fd/*; do
-				fd=${fd##*/}
-				((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
-			done
-			exec setsid docker-registry serve "$CONFIG" </dev/null >>"$log" 2>&1
-		) &
+		# not handing our lock (or any other descriptor) to the daemon
+		spawn_detached "$log" docker-registry serve "$CONFIG"
 		pid=$!
 		echo "$pid" >"$PIDFILE"
 	fi

@@ -34,21 +34,7 @@ port="${CRUST_REGISTRY_PORT:-5111}"
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-critest.XXXXXX")"
 sock="$tmp/crust.sock"
-mirrors=""
-for host in registry.k8s.io gcr.io k8s.gcr.io; do
-  mirrors+="[registry.mirrors.\"$host\"]"$'\n'"endpoints = [\"http://127.0.0.1:$port\"]"$'\n'
-done
-cat >"$tmp/config.toml" <<TOML
-root = "$tmp/root"
-state = "$tmp/state"
-listen = "unix://$sock"
-log_level = "info"
-
-[network]
-conf_dir = "$tmp/net.d"
-
-$mirrors
-TOML
+write_crustd_config "$tmp" "127.0.0.1:$port"
 write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16
 
 shm_before="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"

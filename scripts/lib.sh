@@ -110,6 +110,40 @@ write_cni_config() {
 JSON
 }
 
+# The upstream registries critest's images come from; the local test registry
+# stands in for them as a mirror.
+CRUST_MIRRORED_HOSTS=(registry.k8s.io gcr.io k8s.gcr.io)
+
+# write_crustd_config DIR REGISTRY: DIR/config.toml for a throwaway crustd with its
+# root, state, socket (DIR/crust.sock) and CNI conf dir (DIR/net.d) inside DIR, and
+# REGISTRY (host:port, plain HTTP) as the mirror of CRUST_MIRRORED_HOSTS.
+write_crustd_config() {
+  local dir="$1" registry="$2" host
+  mkdir -p "$dir/net.d"
+  {
+    printf 'root = "%s"\nstate = "%s"\nlisten = "unix://%s"\nlog_level = "info"\n\n' \
+      "$dir/root" "$dir/state" "$dir/crust.sock"
+    printf '[network]\nconf_dir = "%s"\n' "$dir/net.d"
+    for host in "${CRUST_MIRRORED_HOSTS[@]}"; do
+      printf '\n[registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$host" "$registry"
+    done
+  } >"$dir/config.toml"
+}
+
+# spawn_detached LOG CMD...: starts CMD in its own session, in the background, with
+# its output appended to LOG and none of this shell's descriptors (locks) inherited.
+spawn_detached() {
+  local log="$1"
+  shift
+  (
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec setsid "$@" </dev/null >>"$log" 2>&1
+  ) &
+}
+
 # wait_for_crustd SOCKET CRICTL SECONDS: polls Version until it answers.
 wait_for_crustd() {
   local sock="$1" crictl="$2" secs="${3:-30}" i
