@@ -10,4 +10,5 @@ pub mod network;
 pub mod server;
 pub mod shims;
 pub mod spec;
+pub mod stats;
 pub mod store;

@@ -1,0 +1,272 @@
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use libcgroups::common::AnyCgroupManager;
+use nix::unistd::Pid;
+
+use super::*;
+use crate::stats::CpuRates;
+
+fn stat(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect()
+}
+
+#[test]
+fn v1_memory_figures() {
+    let s = stat(&[
+        ("inactive_file", 999),
+        ("total_inactive_file", 300),
+        ("total_rss", 200),
+        ("total_pgfault", 7),
+        ("total_pgmajfault", 2),
+    ]);
+    let m = memory_sample(false, 1000, 2000, &s);
+    assert_eq!(
+        m,
+        MemorySample {
+            usage_bytes: 1000,
+            working_set_bytes: 700,
+            rss_bytes: 200,
+            page_faults: 7,
+            major_page_faults: 2,
+            available_bytes: Some(1300),
+        }
+    );
+    // v1's "no limit" is the largest page-aligned i64.
+    assert_eq!(
+        memory_sample(false, 1000, 9_223_372_036_854_771_712, &s).available_bytes,
+        None
+    );
+}
+
+#[test]
+fn v2_memory_figures() {
+    let s = stat(&[
+        ("inactive_file", 100),
+        ("anon", 50),
+        ("pgfault", 9),
+        ("pgmajfault", 3),
+    ]);
+    let m = memory_sample(true, 400, u64::MAX, &s);
+    assert_eq!((m.working_set_bytes, m.rss_bytes), (300, 50));
+    assert_eq!((m.page_faults, m.major_page_faults), (9, 3));
+    assert_eq!(m.available_bytes, None);
+    // Working set above the limit (or inactive above usage) floors at 0.
+    assert_eq!(memory_sample(true, 400, 200, &s).available_bytes, Some(0));
+    let inactive = stat(&[("inactive_file", 500)]);
+    assert_eq!(
+        memory_sample(true, 400, 1000, &inactive).working_set_bytes,
+        0
+    );
+}
+
+#[test]
+fn cgroups_paths_must_be_plain() {
+    assert_eq!(
+        relative(Path::new("/kubepods/crust-1")).unwrap(),
+        Path::new("kubepods/crust-1")
+    );
+    assert_eq!(
+        relative(Path::new("crust/1")).unwrap(),
+        Path::new("crust/1")
+    );
+    for bad in ["/", "", "/a/../b", "../a"] {
+        assert!(
+            matches!(
+                relative(Path::new(bad)),
+                Err(Error::InvalidCgroupPath { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+#[test]
+fn direct_read_of_v2_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("crust/c1");
+    write(
+        &dir,
+        &[
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+            ),
+            ("memory.current", "4096\n"),
+            ("memory.max", "max\n"),
+            (
+                "memory.stat",
+                "anon 1024\ninactive_file 96\npgfault 11\npgmajfault 1\n",
+            ),
+            ("pids.current", "2\n"),
+        ],
+    );
+    let dirs = Dirs {
+        v2: true,
+        cpu: Some(dir.clone()),
+        memory: Some(dir.clone()),
+        pids: Some(dir.clone()),
+    };
+    assert!(dirs.exists());
+    let s = read_direct(&dirs).unwrap();
+    assert!(s.timestamp > 0);
+    assert_eq!(s.cpu_usage_nanos, 1_500_000);
+    assert_eq!(s.memory.usage_bytes, 4096);
+    assert_eq!(s.memory.working_set_bytes, 4000);
+    assert_eq!(s.memory.rss_bytes, 1024);
+    assert_eq!(s.memory.available_bytes, None);
+    assert_eq!(s.pids, Some(2));
+
+    // Without the pids controller, no task count rather than an error.
+    fs::remove_file(dir.join("pids.current")).unwrap();
+    assert_eq!(read_direct(&dirs).unwrap().pids, None);
+}
+
+#[test]
+fn direct_read_of_v1_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cpu, mem) = (tmp.path().join("cpuacct/c1"), tmp.path().join("memory/c1"));
+    write(&cpu, &[("cpuacct.usage", "123456789\n")]);
+    write(
+        &mem,
+        &[
+            ("memory.usage_in_bytes", "8192\n"),
+            ("memory.limit_in_bytes", "10000\n"),
+            (
+                "memory.stat",
+                "cache 0\ntotal_rss 4096\ntotal_inactive_file 192\n",
+            ),
+        ],
+    );
+    let dirs = Dirs {
+        v2: false,
+        cpu: Some(cpu),
+        memory: Some(mem),
+        pids: Some(tmp.path().join("pids/c1")),
+    };
+    let s = read_direct(&dirs).unwrap();
+    assert_eq!(s.cpu_usage_nanos, 123_456_789);
+    assert_eq!(s.memory.working_set_bytes, 8000);
+    assert_eq!(s.memory.available_bytes, Some(2000));
+    assert_eq!(s.memory.rss_bytes, 4096);
+    assert_eq!(s.pids, None);
+}
+
+#[test]
+fn libcgroups_v2_cpu_time_is_converted_to_nanoseconds() {
+    let mut stats = Stats::default();
+    stats.cpu.usage.usage_total = 1500;
+    stats.memory.memory.usage = 10;
+    stats.memory.memory.limit = u64::MAX;
+    let v2 = Dirs {
+        v2: true,
+        cpu: None,
+        memory: None,
+        pids: None,
+    };
+    let s = from_stats(&stats, &v2, 5);
+    assert_eq!(
+        (s.timestamp, s.cpu_usage_nanos, s.pids),
+        (5, 1_500_000, None)
+    );
+    let v1 = Dirs { v2: false, ..v2 };
+    assert_eq!(from_stats(&stats, &v1, 5).cpu_usage_nanos, 1500);
+}
+
+/// A busy shell that waits for a line on stdin (sent once it is in the cgroup), then
+/// execs a fresh busy loop whose pages are charged to the new cgroup.
+struct Busy {
+    child: Child,
+    manager: AnyCgroupManager,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.manager.remove();
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn samples_a_real_cgroup_and_never_creates_one() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED samples_a_real_cgroup_and_never_creates_one: needs root to create cgroups"
+        );
+        return;
+    }
+    let path = PathBuf::from(format!("/crust-stats-test-{}", std::process::id()));
+    let dirs = Dirs::of(&path).unwrap();
+
+    // Missing: None, and still missing afterwards.
+    assert_eq!(sample(&path).unwrap(), None);
+    assert!(!dirs.exists(), "sampling created {dirs:?}");
+    for d in [&dirs.cpu, &dirs.memory, &dirs.pids].into_iter().flatten() {
+        assert!(!d.exists(), "sampling created {}", d.display());
+    }
+
+    let mut child = Command::new("sh")
+        .args(["-c", "read _; exec sh -c 'while :; do :; done'"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let config = CgroupConfig {
+        cgroup_path: path.clone(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    };
+    let manager = libcgroups::common::create_cgroup_manager(config).unwrap();
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let add = manager.add_task(pid);
+    let mut stdin = child.stdin.take().unwrap();
+    let busy = Busy { child, manager };
+    add.unwrap();
+    writeln!(stdin, "go").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let rates = CpuRates::new();
+    let first = sample(&path).unwrap().expect("cgroup exists");
+    assert_eq!(rates.usage_nano_cores("t", &first), None);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = sample(&path).unwrap().expect("cgroup exists");
+    assert!(second.timestamp > first.timestamp);
+    assert!(
+        second.cpu_usage_nanos > first.cpu_usage_nanos,
+        "{first:?} -> {second:?}"
+    );
+    let rate = rates.usage_nano_cores("t", &second).unwrap();
+    assert!(rate > 0, "rate {rate}");
+    assert!(second.memory.usage_bytes > 0, "{second:?}");
+    assert!(second.memory.working_set_bytes <= second.memory.usage_bytes);
+    if dirs.pids_dir().is_some() {
+        assert!(second.pids.unwrap() >= 1, "{second:?}");
+    }
+
+    // Both ways of reading work on this host and agree on what cannot move.
+    let through = through_libcgroups(&path, &dirs).unwrap();
+    let direct = read_direct(&dirs).unwrap();
+    assert!(through.cpu_usage_nanos > 0 && direct.cpu_usage_nanos > 0);
+    assert_eq!(through.pids, direct.pids);
+    assert_eq!(
+        through.memory.available_bytes.is_some(),
+        direct.memory.available_bytes.is_some()
+    );
+
+    drop(busy);
+    assert!(!dirs.exists(), "cleanup left {dirs:?}");
+    assert_eq!(sample(&path).unwrap(), None);
+    assert!(!dirs.exists(), "sampling recreated {dirs:?}");
+}

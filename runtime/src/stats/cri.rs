@@ -1,0 +1,144 @@
+//! Samples into CRI stats messages. Pure functions: the RPC layer samples, then calls
+//! these.
+
+use crust_proto::cri::{
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
+    LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
+    PodSandboxStats, ProcessUsage, UInt64Value,
+};
+
+use super::{CgroupSample, FsSample, InterfaceSample, NetworkSample};
+
+/// The interface kubelet treats as the pod's own (CNI's convention, as containerd).
+const DEFAULT_INTERFACE: &str = "eth0";
+
+fn value(value: u64) -> Option<UInt64Value> {
+    Some(UInt64Value { value })
+}
+
+/// CRI's CPU figures: the cumulative counter and, from the second sample on, the rate
+/// ([`CpuRates`](super::CpuRates)).
+fn cpu(sample: &CgroupSample, nano_cores: Option<u64>) -> CpuUsage {
+    CpuUsage {
+        timestamp: sample.timestamp,
+        usage_core_nano_seconds: value(sample.cpu_usage_nanos),
+        usage_nano_cores: nano_cores.and_then(value),
+        psi: None,
+    }
+}
+
+fn memory(sample: &CgroupSample) -> MemoryUsage {
+    let m = &sample.memory;
+    MemoryUsage {
+        timestamp: sample.timestamp,
+        working_set_bytes: value(m.working_set_bytes),
+        available_bytes: m.available_bytes.and_then(value),
+        usage_bytes: value(m.usage_bytes),
+        rss_bytes: value(m.rss_bytes),
+        page_faults: value(m.page_faults),
+        major_page_faults: value(m.major_page_faults),
+        psi: None,
+    }
+}
+
+fn filesystem(layer: FsSample) -> FilesystemUsage {
+    FilesystemUsage {
+        timestamp: layer.timestamp,
+        fs_id: Some(FilesystemIdentifier {
+            mountpoint: layer.fs_id,
+        }),
+        used_bytes: value(layer.used_bytes),
+        inodes_used: value(layer.inodes_used),
+    }
+}
+
+/// One container's stats. Without a cgroup sample (a container not running) CPU and
+/// memory are left out rather than reported as zero; without a layer sample, the
+/// writable layer is.
+pub fn container_stats(
+    attributes: ContainerAttributes,
+    sample: Option<&CgroupSample>,
+    nano_cores: Option<u64>,
+    layer: Option<FsSample>,
+) -> ContainerStats {
+    ContainerStats {
+        attributes: Some(attributes),
+        cpu: sample.map(|s| cpu(s, nano_cores)),
+        memory: sample.map(memory),
+        writable_layer: layer.map(filesystem),
+        swap: None,
+        io: None,
+    }
+}
+
+/// What [`pod_stats`] reports on.
+#[derive(Debug, Clone, Default)]
+pub struct PodStatsInput<'a> {
+    /// The pod.
+    pub attributes: PodSandboxAttributes,
+    /// The pod cgroup, which holds every container of the pod.
+    pub cgroup: Option<&'a CgroupSample>,
+    /// The pod's CPU rate, from [`CpuRates`](super::CpuRates) keyed by the sandbox id.
+    pub nano_cores: Option<u64>,
+    /// The pod's network namespace; `None` for host network or when unreadable.
+    pub network: Option<&'a NetworkSample>,
+    /// Its containers' stats, from [`container_stats`].
+    pub containers: Vec<ContainerStats>,
+}
+
+fn interface(i: &InterfaceSample) -> NetworkInterfaceUsage {
+    NetworkInterfaceUsage {
+        name: i.name.clone(),
+        rx_bytes: value(i.rx_bytes),
+        rx_errors: value(i.rx_errors),
+        tx_bytes: value(i.tx_bytes),
+        tx_errors: value(i.tx_errors),
+    }
+}
+
+/// `eth0` (or else the first interface) as the default, the others beside it.
+fn network(sample: &NetworkSample) -> NetworkUsage {
+    let default = sample
+        .interfaces
+        .iter()
+        .position(|i| i.name == DEFAULT_INTERFACE)
+        .or_else(|| (!sample.interfaces.is_empty()).then_some(0));
+    NetworkUsage {
+        timestamp: sample.timestamp,
+        default_interface: default.map(|d| interface(&sample.interfaces[d])),
+        interfaces: sample
+            .interfaces
+            .iter()
+            .enumerate()
+            .filter(|&(n, _)| Some(n) != default)
+            .map(|(_, i)| interface(i))
+            .collect(),
+    }
+}
+
+/// One pod's stats: the pod cgroup's CPU, memory and task count, its network and its
+/// containers.
+pub fn pod_stats(input: PodStatsInput<'_>) -> PodSandboxStats {
+    let cgroup = input.cgroup;
+    PodSandboxStats {
+        attributes: Some(input.attributes),
+        linux: Some(LinuxPodSandboxStats {
+            cpu: cgroup.map(|s| cpu(s, input.nano_cores)),
+            memory: cgroup.map(memory),
+            network: input.network.map(network),
+            process: cgroup.and_then(|s| {
+                s.pids.map(|n| ProcessUsage {
+                    timestamp: s.timestamp,
+                    process_count: value(n),
+                })
+            }),
+            containers: input.containers,
+            io: None,
+        }),
+        windows: None,
+    }
+}
+
+#[cfg(test)]
+#[path = "cri_tests.rs"]
+mod tests;
