@@ -265,8 +265,52 @@ fn samples_a_real_cgroup_and_never_creates_one() {
         direct.memory.available_bytes.is_some()
     );
 
+    assert_quiet(&path);
+
     drop(busy);
     assert!(!dirs.exists(), "cleanup left {dirs:?}");
     assert_eq!(sample(&path).unwrap(), None);
     assert!(!dirs.exists(), "sampling recreated {dirs:?}");
+}
+
+/// A `Write` into a shared buffer, for capturing log output.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// libcgroups logs when a manager is created; sampling must not.
+fn assert_quiet(path: &Path) {
+    let logs = |f: &dyn Fn()| {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    };
+    let config = CgroupConfig {
+        cgroup_path: path.to_owned(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    };
+    let loud = logs(&|| drop(libcgroups::common::create_cgroup_manager(config.clone())));
+    assert!(
+        loud.contains("libcgroups"),
+        "libcgroups no longer logs: {loud:?}"
+    );
+    let quiet = logs(&|| {
+        sample(path).unwrap().unwrap();
+    });
+    assert!(!quiet.contains("libcgroups"), "sampling logged: {quiet}");
 }

@@ -145,4 +145,23 @@ Inter-|   Receive                                                |  Transmit
         let err = network(&dir.path().join("absent")).unwrap_err();
         assert!(matches!(err, Error::Netns(_)), "{err}");
     }
+
+    #[test]
+    fn reads_inside_the_pinned_namespace() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED reads_inside_the_pinned_namespace: needs root to pin a netns");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let id = crate::store::SandboxId::generate();
+        let pin = netns::create(dir.path(), &id).unwrap();
+        let sample = network(&pin);
+        netns::remove(&pin).unwrap();
+        let _ = nix::mount::umount2(dir.path(), nix::mount::MntFlags::MNT_DETACH);
+        // A new namespace holds only lo, which is skipped; the host's interfaces must
+        // not show through.
+        let sample = sample.unwrap();
+        assert!(sample.timestamp > 0);
+        assert_eq!(sample.interfaces, []);
+    }
 }
