@@ -106,3 +106,25 @@ fn now_nanos() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writable_layer_counts_hardlinks_once_and_names_the_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![1u8; 10_000]).unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc")).unwrap();
+        let layer = writable_layer(dir.path(), Path::new("/var/lib/crust")).unwrap();
+        assert_eq!(layer.fs_id, "/var/lib/crust");
+        // The dir, the file (twice linked) and the symlink, not what it points to.
+        assert_eq!(layer.inodes_used, 3);
+        assert!(layer.used_bytes >= 10_000 && layer.used_bytes < 1_000_000);
+        assert!(layer.timestamp > 0);
+
+        let missing = writable_layer(&dir.path().join("gone"), Path::new("/x")).unwrap();
+        assert_eq!((missing.used_bytes, missing.inodes_used), (0, 0));
+    }
+}
