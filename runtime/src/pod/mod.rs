@@ -4,4 +4,6 @@
 //! pod's `/dev/shm` ([`shm`]) and the process that holds its shared PID namespace
 //! ([`infra`]).
 
+pub mod files;
 pub mod namespaces;
+pub mod shm;
