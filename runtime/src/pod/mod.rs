@@ -5,5 +5,6 @@
 //! ([`infra`]).
 
 pub mod files;
+pub mod infra;
 pub mod namespaces;
 pub mod shm;
