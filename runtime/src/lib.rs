@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod network;
+pub mod pod;
 pub mod server;
 pub mod shims;
 pub mod spec;

@@ -4,6 +4,9 @@
 //! is single-threaded by design (libcontainer clones processes that run Rust code
 //! without exec) and must stay small: its memory is paid once per container.
 //!
+//! `crust-shim pause --pin <path>` is another mode: the holder of a pod's shared PID
+//! namespace (see `pause.rs`).
+//!
 //! The process crustd starts forks the real shim (its own session, stdio on /dev/null,
 //! its log in `<state>/shim.log`) and exits 0 once the container is created and the
 //! socket is ready, or 1 with the error as one line on stderr.
@@ -14,6 +17,7 @@ mod exec;
 mod exit;
 mod io;
 mod log;
+mod pause;
 mod reaper;
 mod server;
 mod task;
@@ -69,6 +73,12 @@ struct Args {
 const SOCKET: &str = "shim.sock";
 
 fn main() -> ExitCode {
+    // The pause mode runs before clap and tokio: it forks a process that should carry
+    // as little of the shim as possible.
+    let mut raw = std::env::args_os();
+    if raw.nth(1).is_some_and(|a| a == "pause") {
+        return pause::main(raw);
+    }
     let mut args = Args::parse();
     if let Err(err) = absolutize(&mut args) {
         eprintln!("crust-shim: {err:#}");

@@ -1,0 +1,321 @@
+//! `crust-shim pause --pin <path>`: the holder of a pod's shared PID namespace.
+//!
+//! crust has no pause image. This mode, dispatched before anything else of the shim
+//! runs (no clap, no tokio, no threads), unshares a new PID namespace and forks its
+//! PID 1, `crust-pause`: a process in its own session, stdio on `/dev/null`, no other
+//! fd of its parent, that blocks signals and waits for them with `sigwait`, reaps every
+//! child on SIGCHLD and exits 0 on SIGTERM or SIGINT. It never allocates in its loop.
+//!
+//! The parent bind-mounts the child's `/proc/<pid>/ns/pid` onto `<pin>` (whose dir
+//! crustd prepared as a shared mount, as for network namespace pins), writes the
+//! child's host pid to `<pin>.pid` by write-temp-fsync-rename, and exits 0; on failure
+//! it kills the child, removes what it made and exits 1 with the error as one line on
+//! stderr.
+
+use std::ffi::{CStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::stat::Mode;
+use nix::sys::statfs::{NSFS_MAGIC, statfs};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid, fork};
+
+/// The name of the holder process, as `ps` shows it.
+const NAME: &CStr = c"crust-pause";
+
+/// The child's readiness message on the status pipe.
+const READY: &[u8] = b"ok";
+
+/// Why the pause mode failed.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    /// The command line is not `pause --pin <path>`.
+    #[error("usage: crust-shim pause --pin <path>")]
+    Usage,
+    /// A system call failed.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The pin (or the file being written).
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The pin already holds a namespace.
+    #[error("{0}: already pinned")]
+    AlreadyPinned(PathBuf),
+    /// The child failed to set itself up.
+    #[error("{path}: pause process: {message}")]
+    Child {
+        /// The pin.
+        path: PathBuf,
+        /// What the child said.
+        message: String,
+    },
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err<'a, E: Into<io::Error>>(
+    path: &'a Path,
+    op: &'static str,
+) -> impl FnOnce(E) -> Error + 'a {
+    move |e| Error::Io {
+        path: path.to_owned(),
+        op,
+        source: e.into(),
+    }
+}
+
+/// Runs the pause mode; `args` are the arguments after `pause`.
+pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let res = parse(args).and_then(|pin| run(&pin));
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            eprintln!("crust-shim: pause: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse(mut args: impl Iterator<Item = OsString>) -> Result<PathBuf> {
+    let first = args.next().ok_or(Error::Usage)?;
+    let pin = if first == "--pin" {
+        args.next().ok_or(Error::Usage)?
+    } else if let Some(p) = first.to_str().and_then(|s| s.strip_prefix("--pin=")) {
+        p.into()
+    } else {
+        return Err(Error::Usage);
+    };
+    if args.next().is_some() || pin.is_empty() {
+        return Err(Error::Usage);
+    }
+    Ok(PathBuf::from(pin))
+}
+
+/// The signals the holder waits for; blocked before the fork, so none is lost.
+fn waited() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+        set.add(s);
+    }
+    set
+}
+
+fn run(pin: &Path) -> Result<()> {
+    if statfs(pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC) {
+        return Err(Error::AlreadyPinned(pin.to_owned()));
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(pin)
+        .map_err(io_err(pin, "create pin file"))?;
+    let res = start(pin);
+    if res.is_err() {
+        let _ = fs::remove_file(pin);
+    }
+    res
+}
+
+/// Forks the holder and pins it; on failure kills it and leaves the pin unmounted.
+fn start(pin: &Path) -> Result<()> {
+    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err(pin, "pipe"))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited()), None)
+        .map_err(io_err(pin, "block signals"))?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(io_err(pin, "unshare pid namespace"))?;
+    // SAFETY: single-threaded: nothing else of the shim has started.
+    let child = match unsafe { fork() }.map_err(io_err(pin, "fork"))? {
+        ForkResult::Child => {
+            drop(status_r);
+            holder(status_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(status_w);
+    let res = wait_ready(pin, status_r).and_then(|()| pin_child(pin, child));
+    if res.is_err() {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+    }
+    res
+}
+
+/// Reads the child's one message: [`READY`] or its error.
+fn wait_ready(pin: &Path, status: OwnedFd) -> Result<()> {
+    let mut msg = Vec::new();
+    File::from(status)
+        .read_to_end(&mut msg)
+        .map_err(io_err(pin, "read child status"))?;
+    if msg == READY {
+        return Ok(());
+    }
+    let message = match String::from_utf8_lossy(&msg).trim() {
+        "" => "exited before it was ready".to_owned(),
+        m => m.to_owned(),
+    };
+    Err(Error::Child {
+        path: pin.to_owned(),
+        message,
+    })
+}
+
+/// Bind-mounts the child's PID namespace onto the pin and writes the pid file.
+fn pin_child(pin: &Path, child: Pid) -> Result<()> {
+    let ns = format!("/proc/{child}/ns/pid");
+    nix::mount::mount(
+        Some(ns.as_str()),
+        pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io_err(pin, "bind mount"))?;
+    let mut pid_file = pin.as_os_str().to_owned();
+    pid_file.push(".pid");
+    let pid_file = PathBuf::from(pid_file);
+    if let Err(e) = write_atomic(&pid_file, &format!("{child}\n")) {
+        let _ = nix::mount::umount2(pin, MntFlags::MNT_DETACH);
+        return Err(io_err(&pid_file, "write pid file")(e));
+    }
+    Ok(())
+}
+
+fn write_atomic(path: &Path, content: &str) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    let res = (|| {
+        let mut f = File::create(&temp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    res
+}
+
+/// The holder, PID 1 of the new namespace: sets itself up, reports on `status`, then
+/// waits for signals forever. Never returns.
+fn holder(status: OwnedFd) -> ! {
+    let fd = status.as_raw_fd();
+    // The fd must outlive the fd closing below, which closes it for good at the end.
+    std::mem::forget(status);
+    if let Err((op, e)) = set_up(fd) {
+        let msg = format!("{op}: {e}");
+        let _ = nix::unistd::write(borrow(fd), msg.as_bytes());
+        std::process::exit(1);
+    }
+    let _ = nix::unistd::write(borrow(fd), READY);
+    let _ = nix::unistd::close(fd);
+    let waited = waited();
+    loop {
+        match waited.wait() {
+            Ok(Signal::SIGTERM | Signal::SIGINT) => std::process::exit(0),
+            Ok(_) => reap(),
+            Err(_) => {}
+        }
+    }
+}
+
+fn borrow(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: the holder owns `fd` until it closes it right after the last write.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// Own session, cwd `/`, a name, stdio on /dev/null, and no fd but `keep` beyond it.
+fn set_up(keep: RawFd) -> std::result::Result<(), (&'static str, Errno)> {
+    nix::unistd::setsid().map_err(|e| ("setsid", e))?;
+    nix::unistd::chdir("/").map_err(|e| ("chdir /", e))?;
+    nix::sys::prctl::set_name(NAME).map_err(|e| ("set name", e))?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDWR, Mode::empty())
+        .map_err(|e| ("open /dev/null", e))?;
+    for fd in 0..=2 {
+        nix::unistd::dup2(null, fd).map_err(|e| ("redirect stdio", e))?;
+    }
+    if null > 2 {
+        let _ = nix::unistd::close(null);
+    }
+    close_range(3, keep - 1).map_err(|e| ("close fds", e))?;
+    close_range(keep + 1, RawFd::MAX).map_err(|e| ("close fds", e))
+}
+
+/// Closes the fds `first..=last` (an empty range is fine).
+fn close_range(first: RawFd, last: RawFd) -> std::result::Result<(), Errno> {
+    if first > last {
+        return Ok(());
+    }
+    // SAFETY: a plain system call on integers; no fd in the range is used afterwards.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            first as nix::libc::c_uint,
+            last as nix::libc::c_uint,
+            0 as nix::libc::c_uint,
+        )
+    };
+    match Errno::result(rc) {
+        Ok(_) => Ok(()),
+        // Kernels before 5.9: one by one, up to a bound fds of a fresh process stay in.
+        Err(Errno::ENOSYS) => {
+            for fd in first..=last.min(4095) {
+                let _ = nix::unistd::close(fd);
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reaps every exited child, without blocking.
+fn reap() {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> impl Iterator<Item = OsString> {
+        a.iter().map(OsString::from).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn parses_the_pin() {
+        assert_eq!(
+            parse(args(&["--pin", "/run/p"])).unwrap(),
+            Path::new("/run/p")
+        );
+        assert_eq!(parse(args(&["--pin=/run/p"])).unwrap(), Path::new("/run/p"));
+        for bad in [
+            &[][..],
+            &["--pin"],
+            &["--pin="],
+            &["--pin", "a", "b"],
+            &["x"],
+        ] {
+            assert!(matches!(parse(args(bad)), Err(Error::Usage)), "{bad:?}");
+        }
+    }
+}
