@@ -32,7 +32,8 @@ tools="$("$here/install-cri-tools.sh")"
 "$here/registry.sh"
 port="${CRUST_REGISTRY_PORT:-5111}"
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-critest.XXXXXX")"
+# Short: shim sockets live under its state dir, and a socket path has 107 bytes.
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
 sock="$tmp/crust.sock"
 write_crustd_config "$tmp" "127.0.0.1:$port"
 write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16
@@ -43,7 +44,18 @@ pid=$!
 
 cleanup() {
   local rc=$?
+  # Pods outlive crustd by design: remove what the run left before stopping it, then
+  # sweep up after a crustd that could not (shims, pid holders, mounts, the bridge).
+  if kill -0 "$pid" 2>/dev/null; then
+    timeout 120 "$tools/crictl" --runtime-endpoint "unix://$sock" rmp --all --force \
+      >/dev/null 2>&1 || true
+  fi
   kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  pkill -KILL -f -- "--state $tmp/" 2>/dev/null || true
+  pkill -KILL -f -- "--pin $tmp/" 2>/dev/null || true
+  awk -v p="$tmp/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  ip link del crustct0 2>/dev/null || true
   # The HostIpc specs leave SysV shared memory segments on the host.
   local shm_after id
   shm_after="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"

@@ -126,6 +126,19 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         absolute("root", &self.root)?;
         absolute("state", &self.state)?;
+        let longest = self.state.as_os_str().len() + SHIM_SOCKET_SUFFIX;
+        if longest > MAX_SOCKET_PATH {
+            return Err(invalid(
+                "state",
+                format!(
+                    "{} is too long: shim sockets under it would be {longest} bytes, \
+                     over the {MAX_SOCKET_PATH}-byte limit of a Unix socket path \
+                     (use at most {} bytes)",
+                    self.state.display(),
+                    MAX_SOCKET_PATH - SHIM_SOCKET_SUFFIX
+                ),
+            ));
+        }
         self.socket_path()?;
         if self.log_level.trim().is_empty() {
             return Err(invalid("log_level", "must not be empty"));
@@ -136,6 +149,12 @@ impl Config {
         self.image.validate()
     }
 }
+
+/// The longest Unix socket path (`sun_path` less its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// What a shim socket adds to the state dir: `/c/<64 hex id>/shim.sock`.
+const SHIM_SOCKET_SUFFIX: usize = "/c/".len() + 64 + "/shim.sock".len();
 
 fn absolute(field: &str, path: &Path) -> Result<()> {
     if path.is_absolute() {
@@ -439,6 +458,15 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "undocumented fields: {missing:?}");
+    }
+
+    #[test]
+    fn a_state_dir_too_long_for_shim_sockets_is_refused() {
+        let ok = format!("state = \"/{}\"\n", "s".repeat(29));
+        parse(&ok).unwrap().validate().unwrap();
+        let long = format!("state = \"/{}\"\n", "s".repeat(30));
+        let err = parse(&long).unwrap().validate().unwrap_err().to_string();
+        assert!(err.contains("state") && err.contains("too long"), "{err}");
     }
 
     #[test]

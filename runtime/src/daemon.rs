@@ -18,8 +18,12 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::{self, Config};
+use crate::paths::Paths;
+use crate::recover;
 use crate::server::{Context, CriService};
 use crate::shims;
+use crate::spec::HostFacts;
+use crate::store::Store;
 
 /// kubelet's own limit for CRI messages.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -71,6 +75,12 @@ pub enum Error {
     /// The image store could not be opened.
     #[error("image store: {0}")]
     Images(#[from] crust_image_store::Error),
+    /// The metadata store could not be opened.
+    #[error("metadata store: {0}")]
+    Store(#[from] crate::store::Error),
+    /// The host's facts could not be read.
+    #[error("read host facts: {0}")]
+    HostFacts(std::io::Error),
     /// The gRPC server failed.
     #[error("serve: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -91,13 +101,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = bind(&socket)?;
     let images = ImageStore::open(store_options(&config)).await?;
 
+    let store = Store::open(&config.root)?;
+    for key in store.quarantined()? {
+        tracing::warn!(
+            key,
+            "a record that could not be loaded is kept in quarantine"
+        );
+    }
+    let host = HostFacts::detect().map_err(Error::HostFacts)?;
     let ctx = Arc::new(Context {
         shim_path: shims::locate(),
+        paths: Paths::new(&config.root, &config.state),
         config,
         readiness: Default::default(),
         images,
+        store,
+        host,
+        shims: Default::default(),
+        events: Default::default(),
+        cpu: Default::default(),
     });
-    // Nothing is persisted yet, so there is nothing to recover before serving.
+    let report = recover::recover(&ctx).await;
+    tracing::info!(
+        live = report.live,
+        exited = report.exited,
+        torn_down = report.torn_down,
+        leftovers = report.leftovers,
+        "recovered"
+    );
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
 

@@ -6,8 +6,11 @@
 
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod network;
+pub mod paths;
 pub mod pod;
+pub mod recover;
 pub mod server;
 pub mod shims;
 pub mod spec;

@@ -10,6 +10,9 @@ use crust_image_store::ErrorKind as ImageErrorKind;
 use tonic::{Code, Response, Status};
 
 use super::error::Error;
+use crate::network::cni::ErrorKind as CniErrorKind;
+use crate::spec::ErrorKind as SpecErrorKind;
+use crate::store::ErrorKind as StoreErrorKind;
 
 /// Whether crustd has finished recovering its state and may serve requests.
 #[derive(Debug, Default)]
@@ -121,7 +124,44 @@ pub fn code(err: &Error) -> Code {
             ImageErrorKind::Cancelled => Code::Cancelled,
             ImageErrorKind::Internal => Code::Internal,
         },
-        Error::FsUsage(_) | Error::Task { .. } => Code::Internal,
+        Error::Unsupported { .. } => Code::Unimplemented,
+        Error::FailedPrecondition { .. } => Code::FailedPrecondition,
+        Error::NotFound { .. } => Code::NotFound,
+        Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        Error::Store(e) => match e.kind() {
+            StoreErrorKind::NotFound => Code::NotFound,
+            StoreErrorKind::AlreadyExists => Code::AlreadyExists,
+            StoreErrorKind::InvalidArgument => Code::InvalidArgument,
+            StoreErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            StoreErrorKind::Internal => Code::Internal,
+        },
+        Error::Spec(e) => match e.kind() {
+            SpecErrorKind::InvalidArgument => Code::InvalidArgument,
+            SpecErrorKind::Unsupported => Code::Unimplemented,
+            SpecErrorKind::Internal => Code::Internal,
+        },
+        Error::Shim(e) => match e.code() {
+            Some(
+                c @ (Code::InvalidArgument
+                | Code::FailedPrecondition
+                | Code::DeadlineExceeded
+                | Code::NotFound),
+            ) => c,
+            _ => Code::Internal,
+        },
+        Error::Cni(e) => match e.kind() {
+            CniErrorKind::FailedPrecondition => Code::FailedPrecondition,
+            CniErrorKind::Unavailable => Code::Unavailable,
+            CniErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+            CniErrorKind::Internal => Code::Internal,
+        },
+        Error::FsUsage(_)
+        | Error::PodNamespace(_)
+        | Error::Shm(_)
+        | Error::PidHolder(_)
+        | Error::Io { .. }
+        | Error::Internal { .. }
+        | Error::Task { .. } => Code::Internal,
     }
 }
 

@@ -2,12 +2,37 @@
 //! (`<resource>_<verb>.rs`, image RPCs in `image/`); the trait impls here only route a
 //! request through `instrument::call` to that function.
 
+pub mod container_create;
+pub mod container_events;
+pub mod container_exec_sync;
+pub mod container_list;
+pub mod container_remove;
+pub mod container_reopen_log;
+pub mod container_start;
+pub mod container_stats;
+pub mod container_status;
+pub mod container_stop;
+pub mod container_update;
+pub mod containers;
+pub mod convert;
 pub mod error;
 pub mod image;
 pub mod instrument;
+pub mod names;
 pub mod runtime_config;
 pub mod runtime_status;
+pub mod runtime_update_config;
 pub mod runtime_version;
+pub mod sampling;
+pub mod sandbox_list;
+pub mod sandbox_metrics;
+pub mod sandbox_remove;
+pub mod sandbox_run;
+pub mod sandbox_stats;
+pub mod sandbox_status;
+pub mod sandbox_stop;
+pub mod sandbox_update;
+pub mod sandboxes;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +49,12 @@ use tonic::{Request, Response, Status};
 use self::error::Error;
 use self::instrument::{Readiness, Verbosity};
 use crate::config::Config;
+use crate::events::Events;
+use crate::paths::Paths;
+use crate::shims::Shims;
+use crate::spec::HostFacts;
+use crate::stats::CpuRates;
+use crate::store::Store;
 
 /// What the RPCs share: the validated config and facts found at start-up.
 pub struct Context {
@@ -35,6 +66,18 @@ pub struct Context {
     pub shim_path: Option<PathBuf>,
     /// Images: pulls, metadata, unpacked layers.
     pub images: ImageStore,
+    /// Records of pods and containers.
+    pub store: Store,
+    /// Facts about the host that shape container specs.
+    pub host: HostFacts,
+    /// Where pods' and containers' files live.
+    pub paths: Paths,
+    /// Clients of the running shims.
+    pub shims: Shims,
+    /// Container events for GetContainerEvents.
+    pub events: Events,
+    /// The previous CPU sample of each container and pod, for CPU rates.
+    pub cpu: CpuRates,
 }
 
 impl Context {
@@ -77,6 +120,15 @@ impl CriService {
 
 type Rpc<T> = Result<Response<T>, Status>;
 
+/// The pod's reserved name, for the log of a RunPodSandbox.
+fn sandbox_name_of(config: &Option<PodSandboxConfig>) -> String {
+    config
+        .as_ref()
+        .and_then(|c| c.metadata.as_ref())
+        .map(crate::store::sandbox_name)
+        .unwrap_or_default()
+}
+
 /// The image reference a request names, for the log.
 fn image_ref(spec: &Option<ImageSpec>) -> String {
     spec.as_ref().map(|s| s.image.clone()).unwrap_or_default()
@@ -118,108 +170,179 @@ impl RuntimeService for CriService {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<RunPodSandboxRequest>,
+        r: Request<RunPodSandboxRequest>,
     ) -> Rpc<RunPodSandboxResponse> {
-        self.not_built("RunPodSandbox").await
+        let req = r.into_inner();
+        let id = sandbox_name_of(&req.config);
+        let body = sandbox_run::run_pod_sandbox(&self.ctx, req);
+        self.call("RunPodSandbox", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<StopPodSandboxRequest>,
+        r: Request<StopPodSandboxRequest>,
     ) -> Rpc<StopPodSandboxResponse> {
-        self.not_built("StopPodSandbox").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_stop::stop_pod_sandbox(&self.ctx, req);
+        self.call("StopPodSandbox", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<RemovePodSandboxRequest>,
+        r: Request<RemovePodSandboxRequest>,
     ) -> Rpc<RemovePodSandboxResponse> {
-        self.not_built("RemovePodSandbox").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_remove::remove_pod_sandbox(&self.ctx, req);
+        self.call("RemovePodSandbox", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<PodSandboxStatusRequest>,
+        r: Request<PodSandboxStatusRequest>,
     ) -> Rpc<PodSandboxStatusResponse> {
-        self.not_built("PodSandboxStatus").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_status::pod_sandbox_status(&self.ctx, req);
+        self.call("PodSandboxStatus", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<ListPodSandboxRequest>,
+        r: Request<ListPodSandboxRequest>,
     ) -> Rpc<ListPodSandboxResponse> {
-        self.not_built("ListPodSandbox").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = sandbox_list::list_pod_sandbox(&self.ctx, req);
+        self.call("ListPodSandbox", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn stream_pod_sandboxes(
         &self,
-        _: Request<StreamPodSandboxesRequest>,
+        r: Request<StreamPodSandboxesRequest>,
     ) -> Rpc<Self::StreamPodSandboxesStream> {
-        self.not_built("StreamPodSandboxes").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = sandbox_list::stream_pod_sandboxes(&self.ctx, req).await?;
+            let stream: Self::StreamPodSandboxesStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamPodSandboxes", "", Verbosity::Read, body)
+            .await
     }
 
     async fn create_container(
         &self,
-        _: Request<CreateContainerRequest>,
+        r: Request<CreateContainerRequest>,
     ) -> Rpc<CreateContainerResponse> {
-        self.not_built("CreateContainer").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = container_create::create_container(&self.ctx, req);
+        self.call("CreateContainer", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn start_container(
         &self,
-        _: Request<StartContainerRequest>,
+        r: Request<StartContainerRequest>,
     ) -> Rpc<StartContainerResponse> {
-        self.not_built("StartContainer").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_start::start_container(&self.ctx, req);
+        self.call("StartContainer", &id, Verbosity::Change, body)
+            .await
     }
 
-    async fn stop_container(&self, _: Request<StopContainerRequest>) -> Rpc<StopContainerResponse> {
-        self.not_built("StopContainer").await
+    async fn stop_container(&self, r: Request<StopContainerRequest>) -> Rpc<StopContainerResponse> {
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_stop::stop_container(&self.ctx, req);
+        self.call("StopContainer", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn remove_container(
         &self,
-        _: Request<RemoveContainerRequest>,
+        r: Request<RemoveContainerRequest>,
     ) -> Rpc<RemoveContainerResponse> {
-        self.not_built("RemoveContainer").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_remove::remove_container(&self.ctx, req);
+        self.call("RemoveContainer", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn list_containers(
         &self,
-        _: Request<ListContainersRequest>,
+        r: Request<ListContainersRequest>,
     ) -> Rpc<ListContainersResponse> {
-        self.not_built("ListContainers").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = container_list::list_containers(&self.ctx, req);
+        self.call("ListContainers", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn stream_containers(
         &self,
-        _: Request<StreamContainersRequest>,
+        r: Request<StreamContainersRequest>,
     ) -> Rpc<Self::StreamContainersStream> {
-        self.not_built("StreamContainers").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = container_list::stream_containers(&self.ctx, req).await?;
+            let stream: Self::StreamContainersStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamContainers", "", Verbosity::Read, body)
+            .await
     }
 
     async fn container_status(
         &self,
-        _: Request<ContainerStatusRequest>,
+        r: Request<ContainerStatusRequest>,
     ) -> Rpc<ContainerStatusResponse> {
-        self.not_built("ContainerStatus").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_status::container_status(&self.ctx, req);
+        self.call("ContainerStatus", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn update_container_resources(
         &self,
-        _: Request<UpdateContainerResourcesRequest>,
+        r: Request<UpdateContainerResourcesRequest>,
     ) -> Rpc<UpdateContainerResourcesResponse> {
-        self.not_built("UpdateContainerResources").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_update::update_container_resources(&self.ctx, req);
+        self.call("UpdateContainerResources", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<ReopenContainerLogRequest>,
+        r: Request<ReopenContainerLogRequest>,
     ) -> Rpc<ReopenContainerLogResponse> {
-        self.not_built("ReopenContainerLog").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_reopen_log::reopen_container_log(&self.ctx, req);
+        self.call("ReopenContainerLog", &id, Verbosity::Change, body)
+            .await
     }
 
-    async fn exec_sync(&self, _: Request<ExecSyncRequest>) -> Rpc<ExecSyncResponse> {
-        self.not_built("ExecSync").await
+    async fn exec_sync(&self, r: Request<ExecSyncRequest>) -> Rpc<ExecSyncResponse> {
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_exec_sync::exec_sync(&self.ctx, req);
+        self.call("ExecSync", &id, Verbosity::Change, body).await
     }
 
     async fn exec(&self, _: Request<ExecRequest>) -> Rpc<ExecResponse> {
@@ -236,51 +359,86 @@ impl RuntimeService for CriService {
 
     async fn container_stats(
         &self,
-        _: Request<ContainerStatsRequest>,
+        r: Request<ContainerStatsRequest>,
     ) -> Rpc<ContainerStatsResponse> {
-        self.not_built("ContainerStats").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_stats::container_stats(&self.ctx, req);
+        self.call("ContainerStats", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<ListContainerStatsRequest>,
+        r: Request<ListContainerStatsRequest>,
     ) -> Rpc<ListContainerStatsResponse> {
-        self.not_built("ListContainerStats").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = container_stats::list_container_stats(&self.ctx, req);
+        self.call("ListContainerStats", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn stream_container_stats(
         &self,
-        _: Request<StreamContainerStatsRequest>,
+        r: Request<StreamContainerStatsRequest>,
     ) -> Rpc<Self::StreamContainerStatsStream> {
-        self.not_built("StreamContainerStats").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = container_stats::stream_container_stats(&self.ctx, req).await?;
+            let stream: Self::StreamContainerStatsStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamContainerStats", "", Verbosity::Read, body)
+            .await
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<PodSandboxStatsRequest>,
+        r: Request<PodSandboxStatsRequest>,
     ) -> Rpc<PodSandboxStatsResponse> {
-        self.not_built("PodSandboxStats").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_stats::pod_sandbox_stats(&self.ctx, req);
+        self.call("PodSandboxStats", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<ListPodSandboxStatsRequest>,
+        r: Request<ListPodSandboxStatsRequest>,
     ) -> Rpc<ListPodSandboxStatsResponse> {
-        self.not_built("ListPodSandboxStats").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = sandbox_stats::list_pod_sandbox_stats(&self.ctx, req);
+        self.call("ListPodSandboxStats", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _: Request<StreamPodSandboxStatsRequest>,
+        r: Request<StreamPodSandboxStatsRequest>,
     ) -> Rpc<Self::StreamPodSandboxStatsStream> {
-        self.not_built("StreamPodSandboxStats").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = sandbox_stats::stream_pod_sandbox_stats(&self.ctx, req).await?;
+            let stream: Self::StreamPodSandboxStatsStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamPodSandboxStats", "", Verbosity::Read, body)
+            .await
     }
 
     async fn update_runtime_config(
         &self,
-        _: Request<UpdateRuntimeConfigRequest>,
+        r: Request<UpdateRuntimeConfigRequest>,
     ) -> Rpc<UpdateRuntimeConfigResponse> {
-        self.not_built("UpdateRuntimeConfig").await
+        let req = r.into_inner();
+        let body = runtime_update_config::update_runtime_config(&self.ctx, req);
+        self.call("UpdateRuntimeConfig", "", Verbosity::Change, body)
+            .await
     }
 
     async fn checkpoint_container(
@@ -300,37 +458,60 @@ impl RuntimeService for CriService {
 
     async fn get_container_events(
         &self,
-        _: Request<GetEventsRequest>,
+        r: Request<GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        self.not_built("GetContainerEvents").await
+        let req = r.into_inner();
+        let body = container_events::get_container_events(&self.ctx, req);
+        self.call("GetContainerEvents", "", Verbosity::Read, body)
+            .await
     }
 
     async fn list_metric_descriptors(
         &self,
-        _: Request<ListMetricDescriptorsRequest>,
+        r: Request<ListMetricDescriptorsRequest>,
     ) -> Rpc<ListMetricDescriptorsResponse> {
-        self.not_built("ListMetricDescriptors").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = sandbox_metrics::list_metric_descriptors(&self.ctx, req);
+        self.call("ListMetricDescriptors", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
-        _: Request<ListPodSandboxMetricsRequest>,
+        r: Request<ListPodSandboxMetricsRequest>,
     ) -> Rpc<ListPodSandboxMetricsResponse> {
-        self.not_built("ListPodSandboxMetrics").await
+        let req = r.into_inner();
+        let id = String::new();
+        let body = sandbox_metrics::list_pod_sandbox_metrics(&self.ctx, req);
+        self.call("ListPodSandboxMetrics", &id, Verbosity::Read, body)
+            .await
     }
 
     async fn stream_pod_sandbox_metrics(
         &self,
-        _: Request<StreamPodSandboxMetricsRequest>,
+        r: Request<StreamPodSandboxMetricsRequest>,
     ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
-        self.not_built("StreamPodSandboxMetrics").await
+        let req = r.into_inner();
+        let body = async {
+            let chunks = sandbox_metrics::stream_pod_sandbox_metrics(&self.ctx, req).await?;
+            let stream: Self::StreamPodSandboxMetricsStream =
+                Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
+            Ok(stream)
+        };
+        self.call("StreamPodSandboxMetrics", "", Verbosity::Read, body)
+            .await
     }
 
     async fn update_pod_sandbox_resources(
         &self,
-        _: Request<UpdatePodSandboxResourcesRequest>,
+        r: Request<UpdatePodSandboxResourcesRequest>,
     ) -> Rpc<UpdatePodSandboxResourcesResponse> {
-        self.not_built("UpdatePodSandboxResources").await
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_update::update_pod_sandbox_resources(&self.ctx, req);
+        self.call("UpdatePodSandboxResources", &id, Verbosity::Change, body)
+            .await
     }
 }
 

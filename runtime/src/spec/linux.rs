@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crust_proto::cri::NamespaceMode;
+use crust_proto::cri::{LinuxContainerResources, NamespaceMode};
 use oci_spec::runtime::{
     Linux, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
     LinuxResources,
 };
 
-use super::{ContainerSpecRequest, PodNamespace, Result, devices};
+use super::{ContainerSpecRequest, HostFacts, PodNamespace, Result, devices};
 
 /// Paths of /proc and /sys hidden from non-privileged containers (containerd's defaults).
 pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
@@ -133,12 +133,27 @@ fn namespaces(req: &ContainerSpecRequest) -> Result<Vec<LinuxNamespace>> {
 }
 
 fn resources(req: &ContainerSpecRequest) -> Result<LinuxResources> {
+    match req.config.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        Some(r) => linux_resources(req.id, r, req.host),
+        None => Ok(LinuxResources::default()),
+    }
+}
+
+/// The OCI resources of CRI container resources, for the spec and for
+/// UpdateContainerResources.
+pub fn linux_resources(
+    id: &str,
+    r: &LinuxContainerResources,
+    host: &HostFacts,
+) -> Result<LinuxResources> {
     let mut out = LinuxResources::default();
-    let Some(r) = req.config.linux.as_ref().and_then(|l| l.resources.as_ref()) else {
-        return Ok(out);
+    let invalid = |field: &'static str, reason: String| super::Error::Invalid {
+        id: id.to_string(),
+        field,
+        reason,
     };
     let non_negative = |field: &'static str, v: i64| -> Result<u64> {
-        u64::try_from(v).map_err(|_| req.invalid(field, format!("{v} is negative")))
+        u64::try_from(v).map_err(|_| invalid(field, format!("{v} is negative")))
     };
 
     let mut cpu = LinuxCpu::default();
@@ -166,7 +181,7 @@ fn resources(req: &ContainerSpecRequest) -> Result<LinuxResources> {
         non_negative("resources.memory_limit_in_bytes", r.memory_limit_in_bytes)?;
         memory.set_limit(Some(r.memory_limit_in_bytes));
     }
-    if req.host.swap_controller {
+    if host.swap_controller {
         // Swap equal to the limit: no swapping unless asked (containerd).
         if r.memory_swap_limit_in_bytes != 0 {
             memory.set_swap(Some(r.memory_swap_limit_in_bytes));
@@ -178,12 +193,12 @@ fn resources(req: &ContainerSpecRequest) -> Result<LinuxResources> {
         out.set_memory(Some(memory));
     }
 
-    if req.host.hugetlb_controller && !r.hugepage_limits.is_empty() {
+    if host.hugetlb_controller && !r.hugepage_limits.is_empty() {
         let mut limits = Vec::new();
         for h in &r.hugepage_limits {
             let mut l = LinuxHugepageLimit::default();
             let limit = i64::try_from(h.limit).map_err(|_| {
-                req.invalid(
+                invalid(
                     "resources.hugepage_limits",
                     format!("{} is too large", h.limit),
                 )

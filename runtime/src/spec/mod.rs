@@ -26,6 +26,7 @@ use oci_spec::runtime::{Root, Spec};
 pub use caps::DEFAULT_CAPABILITIES;
 pub use devices::{DeviceLookup, HostDevice, HostDevices};
 pub use host::HostFacts;
+pub use linux::linux_resources;
 pub use user::{GroupEntry, PasswdEntry, RootfsUsers, UserLookup};
 
 /// The OCI runtime spec version crust writes.

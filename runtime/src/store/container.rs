@@ -31,10 +31,10 @@
 
 use std::path::PathBuf;
 
-use crust_proto::cri::{ContainerConfig, ContainerState as CriState};
+use crust_proto::cri::{ContainerConfig, ContainerState as CriState, LinuxContainerResources};
 use serde::{Deserialize, Serialize};
 
-use super::entry::proto_base64;
+use super::entry::{proto_base64, proto_base64_opt};
 use super::error::{Error, Object, Result};
 use super::ids::{ContainerId, SandboxId};
 
@@ -58,6 +58,16 @@ pub struct ContainerMetadata {
     pub image_id: String,
     /// The image reference the container was created from, as kubelet gave it.
     pub image_ref: String,
+    /// The image as the container status reports it: its first tag, else the
+    /// reference the request gave.
+    #[serde(default)]
+    pub image_name: String,
+    /// The signal StopContainer sends first (the image's StopSignal, else SIGTERM).
+    #[serde(default)]
+    pub stop_signal: String,
+    /// The container's cgroup (cgroupfs path).
+    #[serde(default)]
+    pub cgroups_path: String,
     /// The CRI log file (sandbox log directory joined with the config's log path);
     /// `None` when kubelet asked for no log.
     pub log_path: Option<PathBuf>,
@@ -109,7 +119,7 @@ pub struct Exit {
 }
 
 /// What changes during a container's life.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerStatus {
     /// The CRI state.
     pub state: ContainerState,
@@ -129,6 +139,9 @@ pub struct ContainerStatus {
     pub removing: bool,
     /// The shim's socket, once its shim runs.
     pub shim_socket: Option<PathBuf>,
+    /// Resources set by UpdateContainerResources; None while the config's apply.
+    #[serde(default, with = "proto_base64_opt")]
+    pub resources: Option<LinuxContainerResources>,
 }
 
 impl Default for ContainerStatus {
@@ -143,6 +156,7 @@ impl Default for ContainerStatus {
             message: String::new(),
             removing: false,
             shim_socket: None,
+            resources: None,
         }
     }
 }

@@ -106,3 +106,35 @@ pub(crate) mod proto_base64 {
         M::decode(bytes.as_slice()).map_err(D::Error::custom)
     }
 }
+
+/// [`proto_base64`] for an optional message: `null` when absent.
+pub(crate) mod proto_base64_opt {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<M: prost::Message, S: Serializer>(
+        m: &Option<M>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match m {
+            Some(m) => s.serialize_some(&STANDARD.encode(m.encode_to_vec())),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, M, D>(d: D) -> Result<Option<M>, D::Error>
+    where
+        M: prost::Message + Default,
+        D: Deserializer<'de>,
+    {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        let bytes = STANDARD.decode(text).map_err(D::Error::custom)?;
+        M::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(D::Error::custom)
+    }
+}

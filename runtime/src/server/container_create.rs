@@ -1,0 +1,475 @@
+//! CreateContainer: resolves the image, mounts the overlayfs rootfs (the image's layer
+//! snapshots as lowerdirs, a writable layer of its own), turns the CRI config and the
+//! image config into an OCI spec, and starts a crust-shim that creates the container.
+//! A failure at any step tears down everything before it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crust_image_store::Image;
+use crust_proto::cri::{
+    ContainerConfig, CreateContainerRequest, CreateContainerResponse, NamespaceMode,
+};
+
+use super::Context;
+use super::containers;
+use super::error::{Error, Result, blocking};
+use super::names::{self, Reservation};
+use super::sandboxes::{self, Modes};
+use crate::config::CgroupDriver;
+use crate::pod::files::PodFiles;
+use crate::shims::{self, LaunchRequest};
+use crate::spec::{
+    self, ContainerSpecRequest, HostDevices, PodNamespace, RootfsUsers, SandboxFiles,
+    SandboxNamespaces,
+};
+use crate::store::{
+    ContainerId, ContainerMetadata, ContainerStatus, Sandbox, SandboxState, container_name,
+    now_nanos,
+};
+
+/// The longest overlayfs option string the kernel takes (one page).
+const MAX_MOUNT_DATA: usize = 4095;
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        rpc: "CreateContainer",
+        message: message.into(),
+    }
+}
+
+/// Creates the container and answers with its id once it is CREATED.
+pub async fn create_container(
+    ctx: &Arc<Context>,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse> {
+    let config = req.config.ok_or_else(|| invalid("config is required"))?;
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("config.metadata is required"))?;
+    if meta.name.is_empty() {
+        return Err(invalid("config.metadata.name is required"));
+    }
+    let image_ref = config
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| invalid("config.image.image is required"))?;
+    let sandbox = ctx.store.resolve_sandbox(&req.pod_sandbox_id)?;
+    if sandbox.status().state != SandboxState::Ready {
+        return Err(Error::FailedPrecondition {
+            what: format!("sandbox {}", sandbox.metadata().id),
+            message: "sandbox is not ready".into(),
+        });
+    }
+    let pod_meta = sandbox
+        .metadata()
+        .config
+        .metadata
+        .clone()
+        .unwrap_or_default();
+    let name = container_name(meta, &pod_meta);
+    let id = ContainerId::generate();
+    let same = |other: &ContainerId| {
+        ctx.store.get_container(other).is_ok_and(|c| {
+            c.metadata().config == config && c.metadata().sandbox_id == sandbox.metadata().id
+        })
+    };
+    if let Reservation::Existing(other) =
+        names::reserve(ctx.store.container_names(), &name, id.clone(), same).await?
+    {
+        return Ok(CreateContainerResponse {
+            container_id: other.to_string(),
+        });
+    }
+    // Run to the end even if the client gives up: its retry waits for this result.
+    let task = tokio::spawn(create(
+        Arc::clone(ctx),
+        sandbox,
+        id.clone(),
+        config,
+        image_ref,
+    ));
+    let result = task.await.map_err(|source| Error::Task {
+        what: "create container",
+        source,
+    })?;
+    match result {
+        Ok(()) => {
+            ctx.store.container_names().commit(&name, &id);
+            Ok(CreateContainerResponse {
+                container_id: id.to_string(),
+            })
+        }
+        Err(err) => {
+            ctx.store.container_names().release_held(&name, &id);
+            Err(err)
+        }
+    }
+}
+
+async fn create(
+    ctx: Arc<Context>,
+    sandbox: Arc<Sandbox>,
+    id: ContainerId,
+    config: ContainerConfig,
+    image_ref: String,
+) -> Result<()> {
+    let image = ctx
+        .images
+        .status(&image_ref)
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: format!("image {image_ref:?}"),
+        })?;
+    ctx.images.hold(id.as_str(), &image.id).await?;
+    let made = make(&ctx, &sandbox, &id, config, &image_ref, &image).await;
+    if let Err(err) = made {
+        if let Err(undo) = containers::teardown(&ctx, &id).await {
+            tracing::error!(%id, error = %undo, "undo a failed CreateContainer");
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// The container's cgroup under its pod's cgroup.
+fn cgroups_path(pod: &str, id: &ContainerId) -> String {
+    format!("{}/crust-{id}", pod.trim_end_matches('/'))
+}
+
+async fn make(
+    ctx: &Arc<Context>,
+    sandbox: &Arc<Sandbox>,
+    id: &ContainerId,
+    config: ContainerConfig,
+    image_ref: &str,
+    image: &Image,
+) -> Result<()> {
+    if ctx.config.cgroup.driver == CgroupDriver::Systemd {
+        return Err(Error::Unsupported {
+            what: format!("container {id}"),
+            reason: "the systemd cgroup driver is not built into crust-shim yet".into(),
+        });
+    }
+    let shim = ctx
+        .shim_path
+        .clone()
+        .ok_or_else(|| Error::FailedPrecondition {
+            what: format!("container {id}"),
+            message: "crust-shim was not found".into(),
+        })?;
+    let sm = sandbox.metadata();
+    let dir = ctx.paths.container_dir(id);
+    let cgroups = cgroups_path(&sandboxes::pod_cgroup(sm), id);
+    let log_path = log_path(&sm.config.log_directory, &config.log_path);
+    let target_pid = target_pid(ctx, &config)?;
+    let image_name = image
+        .repo_tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| image_ref.to_owned());
+    let stop_signal = image
+        .runtime_config()
+        .and_then(|c| c.stop_signal().clone())
+        .unwrap_or_else(|| "SIGTERM".into());
+    let lower = ctx.images.lower_dirs(image);
+
+    let job = BundleJob {
+        ctx: Arc::clone(ctx),
+        sandbox: Arc::clone(sandbox),
+        id: id.clone(),
+        config: config.clone(),
+        image_config: image.config.clone(),
+        lower,
+        cgroups: cgroups.clone(),
+        target_pid,
+        log_path: log_path.clone(),
+    };
+    blocking("write bundle", move || job.run()).await?;
+
+    let metadata = ContainerMetadata {
+        id: id.clone(),
+        sandbox_id: sm.id.clone(),
+        name: container_name(
+            config.metadata.as_ref().unwrap_or(&Default::default()),
+            sm.config.metadata.as_ref().unwrap_or(&Default::default()),
+        ),
+        container_name: config.metadata.clone().unwrap_or_default().name,
+        attempt: config.metadata.as_ref().map_or(0, |m| m.attempt),
+        image_id: image.id.to_string(),
+        image_ref: image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.to_string()),
+        image_name,
+        stop_signal,
+        cgroups_path: cgroups.clone(),
+        config: config.clone(),
+        log_path: log_path.clone(),
+        bundle_dir: dir.clone(),
+        state_dir: dir.clone(),
+        created_at: now_nanos(),
+    };
+    let status = ContainerStatus {
+        shim_socket: Some(dir.join(shims::SOCKET)),
+        ..Default::default()
+    };
+    let store_ctx = Arc::clone(ctx);
+    let container = blocking("add container record", move || {
+        store_ctx
+            .store
+            .add_container(metadata, status)
+            .map_err(Error::from)
+    })
+    .await?;
+
+    shims::launch(&LaunchRequest {
+        shim: &shim,
+        id: id.as_str(),
+        bundle: &dir,
+        state: &dir,
+        log_path: log_path.as_deref(),
+        stdin: config.stdin,
+        tty: config.tty,
+        cgroups_path: &cgroups,
+        systemd_cgroup: false,
+    })
+    .await?;
+    containers::publish(
+        ctx,
+        &container,
+        crust_proto::cri::ContainerEventType::ContainerCreatedEvent,
+    );
+    Ok(())
+}
+
+/// The CRI log file: the pod's log directory joined with the container's log path.
+fn log_path(dir: &str, path: &str) -> Option<PathBuf> {
+    if dir.is_empty() || path.is_empty() {
+        return None;
+    }
+    Some(Path::new(dir).join(path))
+}
+
+/// The PID namespace of the container a TARGET-mode container joins.
+fn target_pid(ctx: &Context, config: &ContainerConfig) -> Result<Option<PathBuf>> {
+    let Some(opts) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+    else {
+        return Ok(None);
+    };
+    if opts.pid != NamespaceMode::Target as i32 {
+        return Ok(None);
+    }
+    let target = ctx.store.resolve_container(&opts.target_id)?;
+    let pid = target
+        .status()
+        .pid
+        .ok_or_else(|| Error::FailedPrecondition {
+            what: format!("container {}", target.metadata().id),
+            message: "target container of PID mode TARGET is not running".into(),
+        })?;
+    Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))))
+}
+
+/// The file system work of a create, run off the async thread.
+struct BundleJob {
+    ctx: Arc<Context>,
+    sandbox: Arc<Sandbox>,
+    id: ContainerId,
+    config: ContainerConfig,
+    image_config: oci_spec::image::ImageConfiguration,
+    lower: Vec<PathBuf>,
+    cgroups: String,
+    target_pid: Option<PathBuf>,
+    log_path: Option<PathBuf>,
+}
+
+impl BundleJob {
+    fn what(&self) -> String {
+        format!("container {}", self.id)
+    }
+
+    fn run(mut self) -> Result<()> {
+        let paths = &self.ctx.paths;
+        let dir = paths.container_dir(&self.id);
+        let rootfs = paths.rootfs(&self.id);
+        let layer = paths.layer_dir(&self.id);
+        let (upper, work) = (layer.join("upper"), layer.join("work"));
+        for d in [&rootfs, &upper, &work] {
+            std::fs::create_dir_all(d).map_err(Error::io(self.what(), "create", d))?;
+        }
+        if let Some(log) = self.log_path.as_ref().and_then(|p| p.parent()) {
+            std::fs::create_dir_all(log).map_err(Error::io(self.what(), "create", log))?;
+        }
+        let mut lower = self.lower.clone();
+        if lower.is_empty() {
+            // overlayfs needs a lower dir; an image without layers gets an empty one.
+            let empty = layer.join("empty");
+            std::fs::create_dir_all(&empty).map_err(Error::io(self.what(), "create", &empty))?;
+            lower.push(empty);
+        }
+        mount_overlay(&self.what(), &rootfs, &lower, &upper, &work)?;
+        self.prepare_host_paths()?;
+        let spec = self.spec(&rootfs)?;
+        let json = serde_json::to_string(&spec).map_err(|e| Error::Internal {
+            what: self.what(),
+            message: format!("encode spec: {e}"),
+        })?;
+        let file = dir.join("config.json");
+        crate::pod::files::write_file(&file, &json, 0o600).map_err(Error::io(
+            self.what(),
+            "write",
+            &file,
+        ))
+    }
+
+    /// Creates missing host paths of CRI mounts (as directories, like containerd) and
+    /// resolves their symlinks.
+    fn prepare_host_paths(&mut self) -> Result<()> {
+        for m in &mut self.config.mounts {
+            if m.host_path.is_empty() {
+                continue;
+            }
+            let host = PathBuf::from(&m.host_path);
+            if std::fs::symlink_metadata(&host).is_err() {
+                std::fs::create_dir_all(&host).map_err(|e| {
+                    Error::io(
+                        format!("container {}", self.id),
+                        "create mount source",
+                        &host,
+                    )(e)
+                })?;
+            }
+            let real = std::fs::canonicalize(&host).map_err(|e| {
+                Error::io(
+                    format!("container {}", self.id),
+                    "resolve mount source",
+                    &host,
+                )(e)
+            })?;
+            m.host_path = real.display().to_string();
+        }
+        Ok(())
+    }
+
+    fn spec(&self, rootfs: &Path) -> Result<oci_spec::runtime::Spec> {
+        let paths = &self.ctx.paths;
+        let sm = self.sandbox.metadata();
+        let sid = &sm.id;
+        let modes = Modes::of(&sm.config);
+        let pinned_or_host = |host: bool, pin: PathBuf| {
+            if host {
+                PodNamespace::Host
+            } else {
+                PodNamespace::Pinned(pin)
+            }
+        };
+        let namespaces = SandboxNamespaces {
+            network: pinned_or_host(modes.host_network, paths.netns_dir().join(sid.as_str())),
+            ipc: pinned_or_host(modes.host_ipc, paths.ipc_pin(sid)),
+            uts: pinned_or_host(modes.host_network, paths.uts_pin(sid)),
+            pid: match modes.pid {
+                NamespaceMode::Pod => Some(PodNamespace::Pinned(paths.pid_pin(sid))),
+                NamespaceMode::Node => Some(PodNamespace::Host),
+                _ => None,
+            },
+            target_pid: self.target_pid.clone(),
+        };
+        let pod_files = PodFiles::in_dir(&paths.sandbox_dir(sid));
+        let existing = |p: &PathBuf| p.exists().then(|| p.clone());
+        let files = SandboxFiles {
+            hostname: existing(&pod_files.hostname),
+            resolv_conf: existing(&pod_files.resolv_conf),
+            hosts: existing(&pod_files.hosts),
+            shm: existing(&pod_files.shm),
+        };
+        let users = RootfsUsers::new(rootfs);
+        let req = ContainerSpecRequest {
+            id: self.id.as_str(),
+            config: &self.config,
+            sandbox: &sm.config,
+            image: &self.image_config,
+            rootfs,
+            namespaces: &namespaces,
+            files: &files,
+            cgroups_path: &self.cgroups,
+            users: &users,
+            devices: &HostDevices,
+            host: &self.ctx.host,
+        };
+        Ok(spec::container_spec(&req)?)
+    }
+}
+
+/// Mounts the overlay: `lower` topmost first.
+fn mount_overlay(
+    what: &str,
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+) -> Result<()> {
+    let lowerdir = lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
+    if data.len() > MAX_MOUNT_DATA {
+        return Err(Error::Unsupported {
+            what: what.to_owned(),
+            reason: format!(
+                "the image has {} layers: their paths exceed the overlayfs option limit",
+                lower.len()
+            ),
+        });
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    )
+    .map_err(|e| Error::io(what, "mount overlay on", target)(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroups_under_the_pod_parent() {
+        let id = ContainerId::parse(&"a".repeat(64)).unwrap();
+        assert_eq!(
+            cgroups_path("/kubepods/burstable/pod1/", &id),
+            format!("/kubepods/burstable/pod1/crust-{id}")
+        );
+        assert_eq!(
+            cgroups_path("/crust/pod-1", &id),
+            format!("/crust/pod-1/crust-{id}")
+        );
+    }
+
+    #[test]
+    fn log_path_needs_both_parts() {
+        assert_eq!(log_path("", "c.log"), None);
+        assert_eq!(log_path("/var/log/pods/x", ""), None);
+        assert_eq!(
+            log_path("/var/log/pods/x", "c/0.log"),
+            Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! ExecSync: runs a command in a running container and returns its output. The shim
+//! enforces the timeout itself (kills the process group, drains a bounded amount of
+//! output), so a client that gives up leaves nothing running.
+
+use std::sync::Arc;
+
+use crust_proto::cri::{ExecSyncRequest, ExecSyncResponse};
+use crust_proto::shim;
+
+use super::Context;
+use super::error::{Error, Result};
+use crate::store::ContainerState;
+
+/// Runs the command; DeadlineExceeded when the timeout passes.
+pub async fn exec_sync(ctx: &Arc<Context>, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
+    if req.cmd.is_empty() {
+        return Err(Error::InvalidArgument {
+            rpc: "ExecSync",
+            message: "cmd is required".into(),
+        });
+    }
+    if req.timeout < 0 {
+        return Err(Error::InvalidArgument {
+            rpc: "ExecSync",
+            message: format!("timeout {} is negative", req.timeout),
+        });
+    }
+    let c = ctx.store.resolve_container(&req.container_id)?;
+    let id = c.metadata().id.clone();
+    let status = c.status();
+    let socket = match (status.state, status.shim_socket) {
+        (ContainerState::Running, Some(socket)) => socket,
+        (state, _) => {
+            return Err(Error::FailedPrecondition {
+                what: format!("container {id}"),
+                message: format!(
+                    "cannot exec in a container in state {}",
+                    state.cri().as_str_name()
+                ),
+            });
+        }
+    };
+    let out = ctx
+        .shims
+        .get(id.as_str(), &socket)
+        .exec_sync(shim::ExecSyncRequest {
+            args: req.cmd.clone(),
+            timeout: req.timeout,
+            env: Vec::new(),
+        })
+        .await?;
+    if out.timed_out {
+        return Err(Error::DeadlineExceeded {
+            what: format!("container {id}"),
+            message: format!("command {:?} timed out after {}s", req.cmd, req.timeout),
+        });
+    }
+    Ok(ExecSyncResponse {
+        stdout: out.stdout,
+        stderr: out.stderr,
+        exit_code: out.exit_code,
+    })
+}

@@ -1,0 +1,53 @@
+//! StartContainer: the shim starts the container's process; crustd then watches for
+//! its exit in the background.
+
+use std::sync::Arc;
+
+use crust_proto::cri::{ContainerEventType, StartContainerRequest, StartContainerResponse};
+
+use super::Context;
+use super::containers;
+use super::error::{Error, Result, blocking};
+use crate::store::{ContainerState, SandboxState, now_nanos};
+
+/// Starts a CREATED container.
+pub async fn start_container(
+    ctx: &Arc<Context>,
+    req: StartContainerRequest,
+) -> Result<StartContainerResponse> {
+    let c = ctx.store.resolve_container(&req.container_id)?;
+    let id = c.metadata().id.clone();
+    let status = c.status();
+    if status.state != ContainerState::Created || status.removing {
+        return Err(Error::FailedPrecondition {
+            what: format!("container {id}"),
+            message: format!(
+                "cannot start a container in state {}",
+                status.state.cri().as_str_name()
+            ),
+        });
+    }
+    let sandbox = ctx.store.get_sandbox(&c.metadata().sandbox_id)?;
+    if sandbox.status().state != SandboxState::Ready {
+        return Err(Error::FailedPrecondition {
+            what: format!("container {id}"),
+            message: format!("sandbox {} is not ready", sandbox.metadata().id),
+        });
+    }
+    let socket = status.shim_socket.ok_or_else(|| Error::Internal {
+        what: format!("container {id}"),
+        message: "no shim recorded".into(),
+    })?;
+    let pid = ctx.shims.get(id.as_str(), &socket).start().await?;
+    let store_ctx = Arc::clone(ctx);
+    let cid = id.clone();
+    blocking("record container start", move || {
+        store_ctx.store.update_container(&cid, |s| {
+            s.start(&cid, pid, now_nanos()).map_err(Error::from)
+        })
+    })
+    .await?;
+    containers::publish(ctx, &c, ContainerEventType::ContainerStartedEvent);
+    containers::watch(Arc::clone(ctx), c);
+    Ok(StartContainerResponse {})
+}

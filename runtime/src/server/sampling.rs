@@ -1,0 +1,170 @@
+//! Sampling a pod's or container's usage for the stats and metrics RPCs: the blocking
+//! reads (cgroup files, the pod's network namespace, the writable layer) run off the
+//! async thread, one blocking task per call rather than per object.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crust_proto::cri::{
+    ContainerAttributes, ContainerStats, PodSandboxAttributes, PodSandboxStats,
+};
+
+use super::Context;
+use super::error::{Result, blocking};
+use super::sandboxes;
+use crate::stats::{self, CgroupSample, NetworkSample, PodStatsInput};
+use crate::store::{Container, ContainerState, Sandbox};
+
+/// One container's usage, sampled.
+pub struct ContainerSample {
+    /// The container.
+    pub container: Arc<Container>,
+    /// Its cgroup; None when it is not running or its cgroup is gone.
+    pub cgroup: Option<CgroupSample>,
+    /// Its writable layer's usage.
+    pub layer: Option<stats::FsSample>,
+}
+
+/// One pod's usage, sampled.
+pub struct PodSample {
+    /// The pod.
+    pub sandbox: Arc<Sandbox>,
+    /// The pod cgroup.
+    pub cgroup: Option<CgroupSample>,
+    /// Its network counters; None for host network or a pod without namespace.
+    pub network: Option<NetworkSample>,
+    /// Its containers.
+    pub containers: Vec<ContainerSample>,
+}
+
+fn sample_cgroup(path: &str) -> Option<CgroupSample> {
+    match stats::sample(Path::new(path)) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::debug!(cgroup = path, %err, "sample cgroup");
+            None
+        }
+    }
+}
+
+fn sample_container(images_fs: &Path, layers: PathBuf, c: Arc<Container>) -> ContainerSample {
+    let running = c.status().state == ContainerState::Running;
+    let cgroup = running
+        .then(|| sample_cgroup(&c.metadata().cgroups_path))
+        .flatten();
+    let layer = stats::writable_layer(&layers.join("upper"), images_fs).ok();
+    ContainerSample {
+        container: c,
+        cgroup,
+        layer,
+    }
+}
+
+/// Samples the containers, in one blocking task.
+pub async fn containers(
+    ctx: &Arc<Context>,
+    list: Vec<Arc<Container>>,
+) -> Result<Vec<ContainerSample>> {
+    let ctx = Arc::clone(ctx);
+    blocking("sample containers", move || {
+        let fs = ctx.paths.layer_root();
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let layer = ctx.paths.layer_dir(&c.metadata().id);
+                sample_container(&fs, layer, c)
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Samples the pods with their containers, in one blocking task.
+pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<PodSample>> {
+    let ctx = Arc::clone(ctx);
+    blocking("sample pods", move || {
+        let fs = ctx.paths.layer_root();
+        Ok(list
+            .into_iter()
+            .map(|s| {
+                let m = s.metadata();
+                let ready = s.status().state == crate::store::SandboxState::Ready;
+                let cgroup = ready
+                    .then(|| sample_cgroup(&sandboxes::pod_cgroup(m)))
+                    .flatten();
+                let network = m
+                    .netns_path
+                    .as_deref()
+                    .filter(|_| ready)
+                    .and_then(|ns| stats::network(ns).ok());
+                let containers = ctx
+                    .store
+                    .containers_of(&m.id)
+                    .into_iter()
+                    .map(|c| {
+                        let layer = ctx.paths.layer_dir(&c.metadata().id);
+                        sample_container(&fs, layer, c)
+                    })
+                    .collect();
+                PodSample {
+                    sandbox: s,
+                    cgroup,
+                    network,
+                    containers,
+                }
+            })
+            .collect())
+    })
+    .await
+}
+
+/// The CRI attributes of a container.
+pub fn container_attributes(c: &Container) -> ContainerAttributes {
+    let m = c.metadata();
+    ContainerAttributes {
+        id: m.id.to_string(),
+        metadata: m.config.metadata.clone(),
+        labels: m.config.labels.clone(),
+        annotations: m.config.annotations.clone(),
+    }
+}
+
+/// A sampled container as CRI stats.
+pub fn container_stats(ctx: &Context, s: &ContainerSample) -> ContainerStats {
+    let id = s.container.metadata().id.as_str();
+    let rate = s
+        .cgroup
+        .as_ref()
+        .and_then(|cg| ctx.cpu.usage_nano_cores(id, cg));
+    stats::container_stats(
+        container_attributes(&s.container),
+        s.cgroup.as_ref(),
+        rate,
+        s.layer.clone(),
+    )
+}
+
+/// A sampled pod as CRI stats.
+pub fn pod_stats(ctx: &Context, s: &PodSample) -> PodSandboxStats {
+    let m = s.sandbox.metadata();
+    let rate = s
+        .cgroup
+        .as_ref()
+        .and_then(|cg| ctx.cpu.usage_nano_cores(m.id.as_str(), cg));
+    stats::pod_stats(PodStatsInput {
+        attributes: PodSandboxAttributes {
+            id: m.id.to_string(),
+            metadata: m.config.metadata.clone(),
+            labels: m.config.labels.clone(),
+            annotations: m.config.annotations.clone(),
+        },
+        cgroup: s.cgroup.as_ref(),
+        nano_cores: rate,
+        network: s.network.as_ref(),
+        containers: s
+            .containers
+            .iter()
+            .map(|c| container_stats(ctx, c))
+            .collect(),
+    })
+}

@@ -1,0 +1,202 @@
+//! RunPodSandbox: a pod without a pause image. crustd pins the pod's network, UTS and
+//! IPC namespaces itself, starts a tiny holder for a shared PID namespace, writes
+//! hostname, resolv.conf and hosts, mounts the pod's /dev/shm and attaches the pod to
+//! the network through CNI. A failure at any step tears down everything before it.
+
+use std::sync::Arc;
+
+use crust_proto::cri::{
+    NamespaceMode, PodSandboxConfig, RunPodSandboxRequest, RunPodSandboxResponse,
+};
+
+use super::Context;
+use super::error::{Error, Result, blocking};
+use super::names::{self, Reservation};
+use super::sandboxes::{self, Modes};
+use crate::network::netns;
+use crate::pod;
+use crate::store::{SandboxId, SandboxMetadata, SandboxStatus, now_nanos, sandbox_name};
+
+/// Size of a pod's /dev/shm, as containerd's default.
+const SHM_BYTES: u64 = 64 << 20;
+
+/// The runtime handlers crust serves: the default one, under either name.
+const HANDLERS: [&str; 2] = ["", "crust"];
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument {
+        rpc: "RunPodSandbox",
+        message: message.into(),
+    }
+}
+
+/// Runs the pod and answers with its id once it is READY.
+pub async fn run_pod_sandbox(
+    ctx: &Arc<Context>,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse> {
+    let config = req.config.ok_or_else(|| invalid("config is required"))?;
+    let meta = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| invalid("config.metadata is required"))?;
+    if meta.name.is_empty() {
+        return Err(invalid("config.metadata.name is required"));
+    }
+    if !HANDLERS.contains(&req.runtime_handler.as_str()) {
+        return Err(Error::NotFound {
+            what: format!("runtime handler {:?}", req.runtime_handler),
+        });
+    }
+    let id = SandboxId::generate();
+    let name = sandbox_name(meta);
+    let same = |other: &SandboxId| {
+        ctx.store
+            .get_sandbox(other)
+            .is_ok_and(|s| s.metadata().config == config)
+    };
+    if let Reservation::Existing(other) =
+        names::reserve(ctx.store.sandbox_names(), &name, id.clone(), same).await?
+    {
+        return Ok(RunPodSandboxResponse {
+            pod_sandbox_id: other.to_string(),
+        });
+    }
+    // Run to the end even if the client gives up: its retry waits for this result.
+    let task = tokio::spawn(run(
+        Arc::clone(ctx),
+        id.clone(),
+        config,
+        req.runtime_handler,
+    ));
+    let result = task.await.map_err(|source| Error::Task {
+        what: "run pod sandbox",
+        source,
+    })?;
+    match result {
+        Ok(()) => {
+            ctx.store.sandbox_names().commit(&name, &id);
+            Ok(RunPodSandboxResponse {
+                pod_sandbox_id: id.to_string(),
+            })
+        }
+        Err(err) => {
+            ctx.store.sandbox_names().release_held(&name, &id);
+            Err(err)
+        }
+    }
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    id: SandboxId,
+    config: PodSandboxConfig,
+    handler: String,
+) -> Result<()> {
+    let modes = Modes::of(&config);
+    let mut metadata = SandboxMetadata::new(id.clone(), config, now_nanos());
+    metadata.runtime_handler = handler;
+    if !modes.host_network {
+        metadata.netns_path = Some(ctx.paths.netns_dir().join(id.as_str()));
+    }
+    let store_ctx = Arc::clone(&ctx);
+    let meta = metadata.clone();
+    blocking("add sandbox record", move || {
+        store_ctx
+            .store
+            .add_sandbox(meta, SandboxStatus::default())
+            .map(|_| ())
+            .map_err(Error::from)
+    })
+    .await?;
+    let ips = match set_up(&ctx, &metadata, modes).await {
+        Ok(ips) => ips,
+        Err(err) => {
+            if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
+                tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
+            }
+            return Err(err);
+        }
+    };
+    let store_ctx = Arc::clone(&ctx);
+    let sid = id.clone();
+    let marked = blocking("mark sandbox ready", move || {
+        store_ctx.store.update_sandbox(&sid, |s| {
+            s.mark_ready(&sid, ips, now_nanos()).map_err(Error::from)
+        })
+    })
+    .await;
+    if let Err(err) = marked {
+        if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
+            tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Everything the pod needs, in order; returns the pod's IPs.
+async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result<Vec<String>> {
+    let (paths, id, config) = (ctx.paths.clone(), m.id.clone(), m.config.clone());
+    let host_hostname = ctx.host.hostname.clone();
+    blocking("set up sandbox", move || {
+        let what = || format!("sandbox {id}");
+        let dir = paths.sandbox_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(what(), "create", &dir))?;
+        let files = pod::files::PodFiles::in_dir(&dir);
+        let hostname = if config.hostname.is_empty() {
+            host_hostname
+        } else {
+            config.hostname.clone()
+        };
+        let host_resolv = read_host_file("/etc/resolv.conf");
+        let host_hosts = read_host_file("/etc/hosts");
+        let writes = [
+            (&files.hostname, pod::files::hostname(&hostname)),
+            (
+                &files.resolv_conf,
+                pod::files::resolv_conf(config.dns_config.as_ref(), &host_resolv),
+            ),
+            (
+                &files.hosts,
+                pod::files::hosts(modes.host_network, &host_hosts),
+            ),
+        ];
+        for (path, content) in writes {
+            pod::files::write_file(path, &content, 0o644).map_err(Error::io(
+                what(),
+                "write",
+                path,
+            ))?;
+        }
+        if !modes.host_ipc {
+            pod::shm::mount_shm(&files.shm, SHM_BYTES)?;
+            pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
+        }
+        if !modes.host_network {
+            netns::create(&paths.netns_dir(), &id)?;
+            pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
+        }
+        Ok(())
+    })
+    .await?;
+    if modes.pid == NamespaceMode::Pod {
+        let shim = ctx
+            .shim_path
+            .as_deref()
+            .ok_or_else(|| Error::FailedPrecondition {
+                what: format!("sandbox {}", m.id),
+                message: "crust-shim was not found".into(),
+            })?;
+        pod::infra::start_pid_holder(shim, &ctx.paths.pid_pin(&m.id)).await?;
+    }
+    match &m.netns_path {
+        Some(netns) => sandboxes::attach(ctx, &m.id, netns, &m.config).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A host file the pod's copy starts from; a missing one gives an empty copy.
+fn read_host_file(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,249 @@
+//! What several sandbox RPCs (and recovery) share: the pod's namespace modes, its CNI
+//! attachment, stopping it and tearing it down.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crust_proto::cri::{NamespaceMode, PodSandboxConfig, Protocol};
+
+use super::Context;
+use super::containers;
+use super::error::{Error, Result, blocking};
+use crate::network::cni::{self, Attachment, Cni, PodIdentity, PortMapping, RuntimeConfig};
+use crate::network::netns;
+use crate::pod;
+use crate::store::{Sandbox, SandboxId, SandboxMetadata, now_nanos};
+use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
+
+/// How the pod's namespaces are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// The pod uses the host's network (and UTS) namespace.
+    pub host_network: bool,
+    /// The pod uses the host's IPC namespace.
+    pub host_ipc: bool,
+    /// The pod's PID mode: POD (one shared namespace), CONTAINER or NODE.
+    pub pid: NamespaceMode,
+}
+
+impl Modes {
+    /// The modes a pod config asks for (unset means POD for each).
+    pub fn of(config: &PodSandboxConfig) -> Modes {
+        let opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|c| c.namespace_options.clone())
+            .unwrap_or_default();
+        Modes {
+            host_network: opts.network == NamespaceMode::Node as i32,
+            host_ipc: opts.ipc == NamespaceMode::Node as i32,
+            pid: NamespaceMode::try_from(opts.pid).unwrap_or(NamespaceMode::Pod),
+        }
+    }
+}
+
+/// The pod's cgroup: the `cgroup_parent` kubelet made for it, else one crust makes
+/// under `/crust` (and removes with the pod). Its containers' cgroups go below it, so
+/// it accounts for the whole pod.
+pub fn pod_cgroup(m: &SandboxMetadata) -> String {
+    let parent = m.cgroup_parent.trim_end_matches('/');
+    if parent.is_empty() {
+        format!("/crust/pod-{}", m.id)
+    } else {
+        parent.to_owned()
+    }
+}
+
+/// Removes the pod cgroup crust made (none when kubelet gave a parent: kubelet owns
+/// that). Its containers' cgroups are gone by then.
+fn remove_pod_cgroup(m: &SandboxMetadata) -> Result<()> {
+    if !m.cgroup_parent.trim_end_matches('/').is_empty() {
+        return Ok(());
+    }
+    let path = pod_cgroup(m);
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: PathBuf::from(&path),
+        systemd_cgroup: false,
+        container_name: m.id.to_string(),
+    })
+    .map_err(|e| Error::Internal {
+        what: format!("sandbox {}", m.id),
+        message: format!("cgroup {path}: {e}"),
+    })?;
+    manager.remove().map_err(|e| Error::Internal {
+        what: format!("sandbox {}", m.id),
+        message: format!("remove cgroup {path}: {e}"),
+    })
+}
+
+/// The CNI runner over the configured network.
+pub fn cni(ctx: &Context) -> Cni {
+    Cni::new(ctx.config.network.clone(), ctx.paths.cni_cache())
+}
+
+/// Who the pod is, for CNI_ARGS.
+fn identity(config: &PodSandboxConfig) -> PodIdentity {
+    let m = config.metadata.clone().unwrap_or_default();
+    PodIdentity {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+    }
+}
+
+/// The port mappings for the portmap plugin; those without a host port are not
+/// forwarded (as containerd does).
+fn port_mappings(config: &PodSandboxConfig) -> Vec<PortMapping> {
+    config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0 && p.container_port > 0)
+        .filter_map(|p| {
+            Some(PortMapping {
+                host_port: u16::try_from(p.host_port).ok()?,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: match Protocol::try_from(p.protocol).ok()? {
+                    Protocol::Tcp => cni::Protocol::Tcp,
+                    Protocol::Udp => cni::Protocol::Udp,
+                    Protocol::Sctp => cni::Protocol::Sctp,
+                },
+                host_ip: p.host_ip.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Attaches the pod to the pod network; returns its addresses, pod IP first.
+pub async fn attach(
+    ctx: &Context,
+    id: &SandboxId,
+    netns: &std::path::Path,
+    config: &PodSandboxConfig,
+) -> Result<Vec<String>> {
+    let pod = identity(config);
+    let att = Attachment {
+        sandbox: id,
+        netns,
+        pod: &pod,
+        runtime: RuntimeConfig {
+            port_mappings: port_mappings(config),
+            ..Default::default()
+        },
+    };
+    let status = cni(ctx).add(&att).await?;
+    Ok(status.ips.iter().map(|ip| ip.to_string()).collect())
+}
+
+/// Runs CNI DEL for the pod unless it already ran, then records that it did.
+async fn detach(ctx: &Arc<Context>, s: &Sandbox) -> Result<()> {
+    let m = s.metadata();
+    let Some(netns) = m.netns_path.clone() else {
+        return Ok(());
+    };
+    if s.status().network_torn_down {
+        return Ok(());
+    }
+    let cni = cni(ctx);
+    // A pod whose ADD never started has nothing to delete.
+    if cni.cache_file(&m.id).exists() {
+        let pod = identity(&m.config);
+        let pinned = netns::is_pinned(&netns);
+        let gone = PathBuf::new();
+        let att = Attachment {
+            sandbox: &m.id,
+            netns: if pinned { &netns } else { &gone },
+            pod: &pod,
+            runtime: RuntimeConfig {
+                port_mappings: port_mappings(&m.config),
+                ..Default::default()
+            },
+        };
+        cni.del(&att).await?;
+    }
+    let (id, store_ctx) = (m.id.clone(), Arc::clone(ctx));
+    blocking("record network teardown", move || {
+        store_ctx.store.update_sandbox(&id, |st| {
+            st.mark_network_torn_down();
+            Ok::<_, Error>(())
+        })
+    })
+    .await
+}
+
+/// Stops the pod: kills its containers, its shared PID namespace and detaches it from
+/// the network (CNI DEL runs once). Safe to repeat.
+pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
+    let id = s.metadata().id.clone();
+    for c in ctx.store.containers_of(&id) {
+        containers::stop(ctx, &c, Duration::ZERO).await?;
+    }
+    let pid_pin = ctx.paths.pid_pin(&id);
+    blocking("stop pid namespace", move || {
+        pod::infra::stop_pid_holder(&pid_pin).map_err(Error::from)
+    })
+    .await?;
+    // Created containers' inits die with the PID namespace: record that.
+    for c in ctx.store.containers_of(&id) {
+        containers::refresh(ctx, &c).await?;
+    }
+    detach(ctx, s).await?;
+    if !s.status().stopped {
+        let store_ctx = Arc::clone(ctx);
+        blocking("record sandbox stop", move || {
+            store_ctx.store.update_sandbox(&id, |st| {
+                st.mark_stopped(now_nanos());
+                Ok::<_, Error>(())
+            })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes every trace of a pod: its containers, network attachment, pinned
+/// namespaces, files and shm, and its record. Safe to repeat and on a half-made pod: it
+/// is also the undo of a failed RunPodSandbox and the end of an interrupted removal.
+pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
+    for c in ctx.store.containers_of(id) {
+        containers::teardown(ctx, &c.metadata().id).await?;
+    }
+    let record = ctx.store.get_sandbox(id).ok();
+    if let Some(s) = &record {
+        detach(ctx, s).await?;
+    }
+    let (paths, sid) = (ctx.paths.clone(), id.clone());
+    let meta = record.as_ref().map(|s| s.metadata().clone());
+    blocking("remove sandbox files", move || {
+        if let Some(m) = &meta {
+            remove_pod_cgroup(m)?;
+        }
+        pod::infra::stop_pid_holder(&paths.pid_pin(&sid))?;
+        pod::namespaces::unpin(&paths.uts_pin(&sid))?;
+        pod::namespaces::unpin(&paths.ipc_pin(&sid))?;
+        netns::remove(&paths.netns_dir().join(sid.as_str()))?;
+        let files = pod::files::PodFiles::in_dir(&paths.sandbox_dir(&sid));
+        pod::shm::unmount_shm(&files.shm)?;
+        let dir = paths.sandbox_dir(&sid);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io(format!("sandbox {sid}"), "remove", &dir)(e))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await?;
+    if record.is_some() {
+        let (sid, store_ctx) = (id.clone(), Arc::clone(ctx));
+        blocking("remove sandbox record", move || {
+            store_ctx
+                .store
+                .remove_sandbox(&sid)
+                .map(|_| ())
+                .map_err(Error::from)
+        })
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Clients of running shims. One lazily connected channel per shim socket is kept and
+//! reused; a shim that is gone shows up as [`Error::Gone`], and its exit file (written
+//! before it exits) tells how the container ended.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use crust_proto::shim::shim_client::ShimClient;
+use crust_proto::shim::{
+    ExecSyncRequest, ExecSyncResponse, KillRequest, ReopenLogRequest, ShutdownRequest,
+    StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
+};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+use super::{Error, Result};
+
+/// How long one connection attempt to a shim may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Channels to the shims, by socket path.
+#[derive(Debug, Default)]
+pub struct Shims {
+    channels: Mutex<HashMap<PathBuf, Channel>>,
+}
+
+/// The exit file a shim writes when the container's init exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct ExitFile {
+    /// Exit code; 128+signal for a killed process.
+    pub exit_code: i32,
+    /// Unix nanoseconds of the start; 0 if it never started.
+    pub started_at: i64,
+    /// Unix nanoseconds of the exit.
+    pub finished_at: i64,
+    /// Whether the OOM killer killed a process of the container.
+    pub oom_killed: bool,
+}
+
+/// The exit file in `state_dir`, if the shim wrote one.
+pub fn read_exit_file(state_dir: &Path) -> Option<ExitFile> {
+    let text = std::fs::read(state_dir.join("exit.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+impl Shims {
+    /// A client for the shim of container `id` listening on `socket`.
+    pub fn get(&self, id: &str, socket: &Path) -> Shim {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        let channel = channels
+            .entry(socket.to_owned())
+            .or_insert_with(|| connect_lazy(socket))
+            .clone();
+        Shim {
+            id: id.to_owned(),
+            socket: socket.to_owned(),
+            client: ShimClient::new(channel),
+        }
+    }
+
+    /// Drops the channel to a shim that is gone.
+    pub fn forget(&self, socket: &Path) {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(socket);
+    }
+}
+
+fn connect_lazy(socket: &Path) -> Channel {
+    let path = socket.to_owned();
+    // The URI is required by the API but unused: the connector dials the socket.
+    Endpoint::from_static("http://shim")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector_lazy(service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+}
+
+/// One shim's API, with errors naming its container.
+#[derive(Debug, Clone)]
+pub struct Shim {
+    id: String,
+    socket: PathBuf,
+    client: ShimClient<Channel>,
+}
+
+impl Shim {
+    fn fail(&self, op: &'static str, status: tonic::Status) -> Error {
+        if status.code() == tonic::Code::Unavailable
+            && std::os::unix::net::UnixStream::connect(&self.socket).is_err()
+        {
+            return Error::Gone {
+                id: self.id.clone(),
+                message: status.message().to_owned(),
+            };
+        }
+        Error::Call {
+            id: self.id.clone(),
+            op,
+            status: Box::new(status),
+        }
+    }
+
+    /// The init's state as the shim knows it.
+    pub async fn state(&mut self) -> Result<StateResponse> {
+        match self.client.state(StateRequest {}).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.fail("state", s)),
+        }
+    }
+
+    /// Starts the init process; returns its host pid.
+    pub async fn start(&mut self) -> Result<u32> {
+        match self.client.start(StartRequest {}).await {
+            Ok(r) => Ok(r.into_inner().pid),
+            Err(s) => Err(self.fail("start", s)),
+        }
+    }
+
+    /// Signals the init, or with `all` every process of the container.
+    pub async fn kill(&mut self, signal: i32, all: bool) -> Result<()> {
+        let req = KillRequest {
+            signal: signal as u32,
+            all,
+        };
+        match self.client.kill(req).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.fail("kill", s)),
+        }
+    }
+
+    /// Waits for the init's exit.
+    pub async fn wait(&mut self) -> Result<WaitResponse> {
+        match self.client.wait(WaitRequest {}).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.fail("wait", s)),
+        }
+    }
+
+    /// Runs a process in the container and collects its output.
+    pub async fn exec_sync(&mut self, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
+        match self.client.exec_sync(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.fail("exec", s)),
+        }
+    }
+
+    /// Reopens the container's log file.
+    pub async fn reopen_log(&mut self) -> Result<()> {
+        match self.client.reopen_log(ReopenLogRequest {}).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.fail("reopen log", s)),
+        }
+    }
+
+    /// Deletes the container and ends the shim; `force` kills a running one first.
+    pub async fn shutdown(&mut self, force: bool) -> Result<()> {
+        match self.client.shutdown(ShutdownRequest { force }).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.fail("shutdown", s)),
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! Pods and containers end to end through a real crustd, real crust-shims, Debian's
+//! CNI plugins and a busybox image from the local registry: the lifecycle, logs,
+//! exec, errors and idempotence, and recovery after crustd is SIGKILLed. Runs as root.
+//! The pod network is bridge `crustlc0`, 10.89.0.0/24, kept in the test's temp dir.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Crustd, mirror_config};
+use crust_proto::cri::runtime_service_client::RuntimeServiceClient;
+use crust_proto::cri::*;
+use tempfile::TempDir;
+use tokio::sync::Mutex;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+const BRIDGE: &str = "crustlc0";
+const NETWORK: &str = "crust-lifecycle";
+
+/// The tests share the bridge: one at a time.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// A crustd with a pod network, and the clean-up of everything under its dirs.
+struct Node {
+    crustd: Crustd,
+    net: TempDir,
+}
+
+impl Node {
+    async fn start() -> Node {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the lifecycle tests need root"
+        );
+        let net = tempfile::Builder::new()
+            .prefix("crust-lc.")
+            .tempdir()
+            .unwrap();
+        let conf_dir = net.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": "10.89.0.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": net.path().join("ipam"),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(conf_dir.join("10-lc.conflist"), conflist.to_string()).unwrap();
+        let extra = format!(
+            "[network]\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\"]\n{}",
+            conf_dir,
+            mirror_config()
+        );
+        let crustd = Crustd::start(&extra).await;
+        let node = Node { crustd, net };
+        let mut images = node.crustd.images().await;
+        images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: IMAGE.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("pull busybox");
+        node
+    }
+
+    async fn rt(&self) -> RuntimeServiceClient<Channel> {
+        self.crustd.runtime().await
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.net.path().join("logs")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.crustd.dir.path().join("state")
+    }
+
+    /// Mount points under crustd's dirs (the netns dirs count: they are bind mounts).
+    fn mounts(&self, what: &str) -> Vec<String> {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let prefix = self.crustd.dir.path().to_str().unwrap().to_string();
+        table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix) && p.contains(what))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    /// Whatever a failed test left: shims and pid holders (found by their state dir
+    /// on the command line), mounts, the bridge.
+    fn drop(&mut self) {
+        let dir = self.crustd.dir.path().to_str().unwrap().to_string();
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for p in procs.flatten() {
+                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&dir)
+                    && let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>()
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        for m in self.mounts("").into_iter().rev() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
+    }
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "lifecycle".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.join(name).display().to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("run pod")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
+    .await
+    .expect("create container")
+    .into_inner()
+    .container_id
+}
+
+async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.start_container(StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .expect("start container");
+}
+
+async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("container status")
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn exec(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Waits until the container is in `state`, or fails after 20 s.
+async fn wait_state(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    state: ContainerState,
+) -> ContainerStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(rt, id).await;
+        if s.state == state as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} never reached {state:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the log file holds `needle`.
+async fn wait_log(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {needle:?}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn a_pod_and_its_containers_from_run_to_remove() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::start().await;
+    let mut rt = node.rt().await;
+    let config = pod_config("web", &node.logs());
+    let pod = run_pod(&mut rt, &config).await;
+
+    let pod_status = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ps = pod_status.status.unwrap();
+    assert_eq!(ps.state, PodSandboxState::SandboxReady as i32);
+    let ip = ps.network.unwrap().ip;
+    assert!(ip.starts_with("10.89.0."), "pod ip {ip:?}");
+    assert!(pod_status.info.contains_key("info"));
+
+    // A retried run with the same config answers with the same pod; another config
+    // under the same name is a conflict.
+    assert_eq!(run_pod(&mut rt, &config).await, pod);
+    let mut other = config.clone();
+    other.hostname = "other".into();
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(other),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    let ctr = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config(
+            "main",
+            &[
+                "sh",
+                "-c",
+                "echo hello; echo oops >&2; hostname; exec sleep 1000",
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        status_of(&mut rt, &ctr).await,
+        ContainerState::ContainerCreated
+    );
+    start(&mut rt, &ctr).await;
+    let s = wait_state(&mut rt, &ctr, ContainerState::ContainerRunning).await;
+    assert!(s.started_at > 0);
+    assert_eq!(s.image.unwrap().image, IMAGE);
+    let log = wait_log(Path::new(&s.log_path), "stdout F web").await;
+    assert!(log.contains(" stdout F hello\n"), "{log}");
+    assert!(log.contains(" stderr F oops\n"), "{log}");
+
+    let out = exec(
+        &mut rt,
+        &ctr,
+        &["sh", "-c", "echo hi; cat /etc/hostname; exit 3"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.exit_code),
+        (&b"hi\nweb\n"[..], 3)
+    );
+    let err = exec(&mut rt, &ctr, &["sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    let out = exec(
+        &mut rt,
+        &ctr,
+        &["sh", "-c", "pgrep -f 'sleep 30' || true"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(
+        out.stdout.is_empty(),
+        "the timed-out exec must be gone: {out:?}"
+    );
+
+    let listed = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: pod[..12].into(),
+                label_selector: [("container".to_string(), "main".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, ctr);
+
+    // sh as PID 1 ignores SIGTERM: the stop timeout ends in SIGKILL.
+    rt.stop_container(StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let s = status(&mut rt, &ctr).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+    // Stopping again, and stopping what does not exist, succeed.
+    rt.stop_container(StopContainerRequest {
+        container_id: ctr.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+
+    let done = create(&mut rt, &pod, &config, container_config("done", &["true"])).await;
+    start(&mut rt, &done).await;
+    let s = wait_state(&mut rt, &done, ContainerState::ContainerExited).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+
+    rt.remove_container(RemoveContainerRequest {
+        container_id: ctr.clone(),
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: ctr.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains(&ctr), "{err:?}");
+    rt.remove_container(RemoveContainerRequest { container_id: ctr })
+        .await
+        .unwrap();
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let ps = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(ps.state, PodSandboxState::SandboxNotready as i32);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+
+    // Nothing is left: no records, no bundles, no mounts but the pin dirs themselves.
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(entries(&node.state().join("c")).is_empty());
+    assert!(entries(&node.state().join("p")).is_empty());
+    for kind in ["net", "uts", "ipc", "pid"] {
+        assert!(
+            entries(&node.state().join("ns").join(kind)).is_empty(),
+            "ns/{kind}"
+        );
+    }
+    let left: Vec<String> = node
+        .mounts("")
+        .into_iter()
+        .filter(|m| {
+            !m.ends_with("/ns/net")
+                && !m.ends_with("/ns/uts")
+                && !m.ends_with("/ns/ipc")
+                && !m.ends_with("/ns/pid")
+        })
+        .collect();
+    assert!(left.is_empty(), "mounts left: {left:?}");
+}
+
+async fn status_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerState {
+    ContainerState::try_from(status(rt, id).await.state).unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::start().await;
+    let mut rt = node.rt().await;
+    let missing = "0".repeat(64);
+
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: missing.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = rt
+        .start_container(StartContainerRequest {
+            container_id: missing.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains(&missing), "{err:?}");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: missing.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_container(RemoveContainerRequest {
+        container_id: missing.clone(),
+    })
+    .await
+    .unwrap();
+
+    let config = pod_config("bad", &node.logs());
+    let pod = run_pod(&mut rt, &config).await;
+    // An image that was never pulled: NotFound, and no container is left.
+    let mut c = container_config("ghost", &["true"]);
+    c.image = Some(ImageSpec {
+        image: "registry.k8s.io/no-such-image:1".into(),
+        ..Default::default()
+    });
+    let err = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A mount that is not absolute: InvalidArgument, and nothing left behind.
+    let mut c = container_config("badmount", &["true"]);
+    c.mounts.push(Mount {
+        container_path: "relative".into(),
+        host_path: "/tmp".into(),
+        ..Default::default()
+    });
+    let err = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c.clone()),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(entries(&node.state().join("c")).is_empty());
+    assert!(node.mounts("/c/").is_empty());
+    // The name is free again after the failed create.
+    c.mounts.clear();
+    let id = create(&mut rt, &pod, &config, c).await;
+    let err = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["true".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "exec in a created container: {err:?}"
+    );
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(entries(&node.state().join("c")).is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn a_sigkilled_crustd_comes_back_with_every_pod_and_container() {
+    let _serial = SERIAL.lock().await;
+    let mut node = Node::start().await;
+    let mut rt = node.rt().await;
+    let config = pod_config("survivor", &node.logs());
+    let pod = run_pod(&mut rt, &config).await;
+    let ticker = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config(
+            "ticker",
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+            ],
+        ),
+    )
+    .await;
+    let quitter = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("quitter", &["sh", "-c", "sleep 2; exit 7"]),
+    )
+    .await;
+    let waiting = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("waiting", &["true"]),
+    )
+    .await;
+    start(&mut rt, &ticker).await;
+    start(&mut rt, &quitter).await;
+    let log = PathBuf::from(status(&mut rt, &ticker).await.log_path);
+    wait_log(&log, "tick 2\n").await;
+    let shim_pids_before = shim_pids(&node);
+
+    node.crustd.crash_and_restart().await;
+    let mut rt = node.rt().await;
+    // The quitter exits while crustd is down or right after it is back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert_eq!(
+        shim_pids(&node),
+        shim_pids_before,
+        "no shim was restarted or lost"
+    );
+    let s = status(&mut rt, &ticker).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    let s = wait_state(&mut rt, &quitter, ContainerState::ContainerExited).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
+    assert_eq!(
+        status_of(&mut rt, &waiting).await,
+        ContainerState::ContainerCreated
+    );
+    let ps = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(ps.state, PodSandboxState::SandboxReady as i32);
+
+    // The log kept growing through the restart, and exec still works.
+    let before = std::fs::read_to_string(&log).unwrap().lines().count();
+    wait_log(&log, &format!("tick {}\n", before + 3)).await;
+    let out = exec(&mut rt, &ticker, &["echo", "alive"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"alive\n");
+    start(&mut rt, &waiting).await;
+    let s = wait_state(&mut rt, &waiting, ContainerState::ContainerExited).await;
+    assert_eq!(s.exit_code, 0);
+
+    // A container that exits after the restart is seen by the new crustd's watcher.
+    rt.stop_container(StopContainerRequest {
+        container_id: ticker.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status_of(&mut rt, &ticker).await,
+        ContainerState::ContainerExited
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(
+        shim_pids(&node).is_empty(),
+        "every shim ends with its container"
+    );
+    let labels: HashMap<String, String> = HashMap::new();
+    let left = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                label_selector: labels,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty());
+}
+
+/// Pids of the crust-shims serving this crustd's containers.
+fn shim_pids(node: &Node) -> Vec<u32> {
+    let state = node.state().display().to_string();
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let pid = p.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("crust-shim")
+                && cmdline.contains("--state")
+                && cmdline.contains(&state))
+            .then_some(pid)
+        })
+        .collect();
+    pids.sort();
+    pids
+}
