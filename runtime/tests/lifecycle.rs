@@ -320,7 +320,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
             &[
                 "sh",
                 "-c",
-                "echo hello; echo oops >&2; hostname; exec sleep 1000",
+                "trap '' TERM; echo hello; echo oops >&2; hostname; exec sleep 1000",
             ],
         ),
     )
@@ -354,7 +354,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
     let out = exec(
         &mut rt,
         &ctr,
-        &["sh", "-c", "pgrep -f 'sleep 30' || true"],
+        &["sh", "-c", "ps | grep '[s]leep 30' || true"],
         10,
     )
     .await
@@ -379,7 +379,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, ctr);
 
-    // sh as PID 1 ignores SIGTERM: the stop timeout ends in SIGKILL.
+    // The container ignores SIGTERM: the stop timeout ends in SIGKILL.
     rt.stop_container(StopContainerRequest {
         container_id: ctr.clone(),
         timeout: 1,
