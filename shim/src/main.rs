@@ -49,9 +49,9 @@ struct Args {
     /// The container's state dir: socket, exit file, shim log, libcontainer state.
     #[arg(long)]
     state: PathBuf,
-    /// CRI log file of the container ("" discards the output).
+    /// CRI log file of the container; without one the output is discarded.
     #[arg(long)]
-    log_path: PathBuf,
+    log_path: Option<PathBuf>,
     /// Keep the container's stdin open.
     #[arg(long)]
     stdin: bool,
@@ -114,8 +114,8 @@ fn absolutize(args: &mut Args) -> anyhow::Result<()> {
     for p in [&mut args.bundle, &mut args.state] {
         *p = cwd.join(&*p);
     }
-    if !args.log_path.as_os_str().is_empty() {
-        args.log_path = cwd.join(&args.log_path);
+    if let Some(log) = args.log_path.as_mut().filter(|p| !p.as_os_str().is_empty()) {
+        *log = cwd.join(&*log);
     }
     Ok(())
 }
@@ -191,7 +191,7 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
             id: args.id,
             bundle: args.bundle,
             state_dir: args.state.clone(),
-            log_path: args.log_path,
+            log_path: args.log_path.unwrap_or_default(),
             stdin: args.stdin,
             tty: args.tty,
             cgroups_path: args.cgroups_path,

@@ -45,10 +45,11 @@ pub async fn launch(req: &LaunchRequest<'_>) -> Result<()> {
         .arg(req.bundle)
         .arg("--state")
         .arg(req.state)
-        .arg("--log-path")
-        .arg(req.log_path.unwrap_or(Path::new("")))
         .arg("--cgroups-path")
         .arg(req.cgroups_path);
+    if let Some(log) = req.log_path {
+        cmd.arg("--log-path").arg(log);
+    }
     if req.stdin {
         cmd.arg("--stdin");
     }
@@ -80,7 +81,7 @@ pub async fn launch(req: &LaunchRequest<'_>) -> Result<()> {
     let line = stderr
         .lines()
         .map(|l| l.trim().trim_start_matches("crust-shim: "))
-        .rfind(|l| !l.is_empty())
+        .find(|l| !l.is_empty())
         .unwrap_or("exited without a message");
     Err(launch_err(line.to_owned()))
 }

@@ -140,7 +140,9 @@ impl Error {
         match self {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } | Error::NameReserved { .. } => ErrorKind::AlreadyExists,
-            Error::InvalidId { .. } | Error::Ambiguous { .. } => ErrorKind::InvalidArgument,
+            // An id that cannot be one names nothing: NotFound, as containerd answers.
+            Error::InvalidId { .. } => ErrorKind::NotFound,
+            Error::Ambiguous { .. } => ErrorKind::InvalidArgument,
             Error::InvalidState { .. } | Error::SandboxNotEmpty { .. } => {
                 ErrorKind::FailedPrecondition
             }

@@ -147,7 +147,7 @@ fn resolve_prefixes_through_the_store() {
     assert!(matches!(err, Error::Ambiguous { .. }));
     assert_eq!(
         store.resolve_sandbox("Z").unwrap_err().kind(),
-        ErrorKind::InvalidArgument
+        ErrorKind::NotFound
     );
     let missing = SandboxId::generate();
     if !ids.contains(&missing) {
