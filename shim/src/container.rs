@@ -18,7 +18,7 @@ use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{self, Executor, ExecutorError, ExecutorValidationError};
 use nix::unistd::Pid;
-use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Spec};
+use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Spec};
 
 use crate::io::ChildStdio;
 
@@ -96,7 +96,7 @@ pub fn prepare_spec(
     id: &str,
     cgroups_path: Option<&Path>,
     host: &HostLimits,
-) -> Result<PathBuf> {
+) -> Result<Prepared> {
     let path = bundle.join("config.json");
     let mut spec = Spec::load(&path).map_err(|source| Error::LoadSpec {
         path: path.clone(),
@@ -110,11 +110,24 @@ pub fn prepare_spec(
     if changed {
         save_spec(&spec, &path).map_err(|source| Error::SaveSpec { path, source })?;
     }
-    Ok(spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_default())
+    Ok(Prepared {
+        cgroups: spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_default(),
+        process: spec.process().clone(),
+    })
+}
+
+/// What [`prepare_spec`] found in the adjusted spec.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The container's cgroups path.
+    pub cgroups: PathBuf,
+    /// The init's process: exec processes start from it (user, cwd, capabilities,
+    /// rlimits, no_new_privileges), as runc's and containerd's do.
+    pub process: Option<Process>,
 }
 
 /// Applies the adjustments of [`prepare_spec`]; true if anything changed.
@@ -274,6 +287,9 @@ pub struct ExecOptions<'a> {
     pub env: HashMap<String, String>,
     /// The process's stdio.
     pub stdio: ChildStdio,
+    /// A process.json to run instead of building one from `args` and `env` (which are
+    /// then ignored).
+    pub process: Option<&'a Path>,
 }
 
 /// Starts a process in the running container; returns its pid (a child of the shim).
@@ -287,6 +303,7 @@ pub fn exec(opts: ExecOptions<'_>) -> Result<Pid> {
         .as_tenant()
         .with_container_args(opts.args)
         .with_env(opts.env)
+        .with_process(opts.process)
         .with_detach(true)
         .build()?;
     Ok(pid)

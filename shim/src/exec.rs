@@ -6,9 +6,12 @@
 //! the answer comes only once the process has been reaped.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::unistd::Pid;
+use oci_spec::runtime::Process;
 use tokio::sync::oneshot;
 
 use crate::container::{self, ExecOptions};
@@ -67,14 +70,23 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
         source,
     };
     let (child, shim) = io::pipes(false).map_err(io_err)?;
+    let process_file = match task.process() {
+        Some(init) => Some(write_process(task, init, &req.args, &env).map_err(io_err)?),
+        None => None,
+    };
     let opts = ExecOptions {
         id: task.id(),
         root: task.root(),
         args: req.args,
         env,
         stdio: child,
+        process: process_file.as_deref(),
     };
-    let pid = container::exec(opts).map_err(|source| TaskError::Container {
+    let started = container::exec(opts);
+    if let Some(file) = &process_file {
+        let _ = std::fs::remove_file(file);
+    }
+    let pid = started.map_err(|source| TaskError::Container {
         id: task.id().to_owned(),
         op: "exec",
         source: Box::new(source),
@@ -153,6 +165,35 @@ async fn read_capped(r: &FdReader, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// Writes the exec's process.json: the init's process (user, cwd, capabilities,
+/// rlimits, no_new_privileges) with `args`, `env` over the init's environment, and no
+/// terminal. Returns its path, unique per exec.
+fn write_process(
+    task: &Task,
+    init: &Process,
+    args: &[String],
+    env: &HashMap<String, String>,
+) -> std::io::Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut process = init.clone();
+    let mut vars: Vec<String> = process.env().clone().unwrap_or_default();
+    vars.retain(|kv| {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        !env.contains_key(key)
+    });
+    vars.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    process
+        .set_args(Some(args.to_vec()))
+        .set_env(Some(vars))
+        .set_terminal(Some(false))
+        .set_console_size(None);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = task.state_dir().join(format!("exec-{n}.json"));
+    let json = serde_json::to_vec(&process).map_err(std::io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
 }
 
 /// Parses "KEY=value" strings.

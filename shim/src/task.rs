@@ -158,6 +158,8 @@ pub struct Task {
     oom: OomCounter,
     reaper: Arc<Reaper>,
     shutdown: watch::Sender<bool>,
+    /// The init's process, which exec processes start from.
+    process: Option<oci_spec::runtime::Process>,
 }
 
 /// The shim's side of the init's stdio, before the container exists.
@@ -207,8 +209,9 @@ impl Task {
         std::fs::create_dir_all(&root).map_err(io_err(id, "create libcontainer root"))?;
         let log = LogFile::open(&cfg.log_path).map_err(io_err(id, "open log file"))?;
         let host = HostLimits::current();
-        let cgroups = container::prepare_spec(&cfg.bundle, id, cfg.cgroups_path.as_deref(), &host)
+        let prepared = container::prepare_spec(&cfg.bundle, id, cfg.cgroups_path.as_deref(), &host)
             .map_err(container_err(id, "prepare spec"))?;
+        let cgroups = prepared.cgroups;
         let oom = OomCounter::new(Path::new("/sys/fs/cgroup"), &cgroups, cfg.systemd);
         let (stdio, shim_side) = init_stdio(cfg).map_err(io_err(id, "set up stdio"))?;
         let opts = CreateOptions {
@@ -240,6 +243,7 @@ impl Task {
             oom,
             reaper,
             shutdown: watch::Sender::new(false),
+            process: prepared.process,
         };
         let copiers = match shim_side {
             ShimSide::Pipes(shim) => task.attach_pipes(shim),
@@ -329,6 +333,16 @@ impl Task {
     /// libcontainer's root dir.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The container's state dir.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The init's process, which exec processes start from.
+    pub fn process(&self) -> Option<&oci_spec::runtime::Process> {
+        self.process.as_ref()
     }
 
     /// The reaper, for exec processes.

@@ -13,7 +13,7 @@ use super::{ContainerSpecRequest, PodNamespace, Result};
 /// The mounts and the rootfs propagation they need.
 pub(super) struct Mounts {
     pub mounts: Vec<Mount>,
-    /// `rshared` with a bidirectional mount, `rslave` with a host-to-container one.
+    /// `shared` with a bidirectional mount, `slave` with a host-to-container one.
     pub rootfs_propagation: Option<String>,
 }
 
@@ -51,11 +51,13 @@ pub(super) fn mounts(req: &ContainerSpecRequest) -> Result<Mounts> {
         let mut options = vec!["rbind".to_string()];
         if bind.propagation == MountPropagation::PropagationBidirectional as i32 {
             options.push("rshared".into());
-            propagation = Some("rshared".to_string());
+            // The OCI spec's names for the rootfs: libcontainer applies them recursively
+            // and knows no `r` forms.
+            propagation = Some("shared".to_string());
         } else if bind.propagation == MountPropagation::PropagationHostToContainer as i32 {
             options.push("rslave".into());
             if propagation.is_none() {
-                propagation = Some("rslave".to_string());
+                propagation = Some("slave".to_string());
             }
         } else {
             options.push("rprivate".into());
@@ -415,21 +417,21 @@ mod tests {
                 false,
                 false,
                 Some(["rbind", "rslave", "rw"]),
-                Some("rslave"),
+                Some("slave"),
             ),
             (
                 PropagationHostToContainer,
                 true,
                 false,
                 Some(["rbind", "rslave", "ro"]),
-                Some("rslave"),
+                Some("slave"),
             ),
             (
                 PropagationBidirectional,
                 false,
                 false,
                 Some(["rbind", "rshared", "rw"]),
-                Some("rshared"),
+                Some("shared"),
             ),
             (PropagationPrivate, false, true, None, None),
             (PropagationHostToContainer, true, true, None, None),
@@ -476,7 +478,7 @@ mod tests {
         ];
         let spec = f.spec().unwrap();
         let got = spec.linux().as_ref().unwrap().rootfs_propagation().clone();
-        assert_eq!(got.as_deref(), Some("rshared"));
+        assert_eq!(got.as_deref(), Some("shared"));
     }
 
     #[test]
