@@ -83,5 +83,19 @@ pub async fn launch(req: &LaunchRequest<'_>) -> Result<()> {
         .map(|l| l.trim().trim_start_matches("crust-shim: "))
         .find(|l| !l.is_empty())
         .unwrap_or("exited without a message");
-    Err(launch_err(line.to_owned()))
+    // libcontainer's error chain is generic ("failed to prepare rootfs"); the first
+    // error the container's processes logged names the cause.
+    let cause = first_error(&req.state.join("shim.log"));
+    Err(launch_err(match cause {
+        Some(cause) if !line.contains(&cause) => format!("{line} (cause: {cause})"),
+        _ => line.to_owned(),
+    }))
+}
+
+/// The message of the first ERROR line of a shim's log, without its timestamp.
+fn first_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains(" ERROR "))?;
+    let message = line.split_once(" ERROR ").map_or(line, |(_, m)| m);
+    Some(message.trim().to_owned())
 }
