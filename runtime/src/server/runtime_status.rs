@@ -50,10 +50,15 @@ pub async fn status(ctx: &Context, req: StatusRequest) -> Result<StatusResponse>
             ],
         }),
         info,
-        // Only the default handler, and no optional feature is claimed until it works.
+        // Only the default handler. Recursive read-only mounts work through
+        // mount_setattr (Linux 5.12+), which libcontainer uses for `rro`; user namespaces
+        // are not claimed until they work.
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
-            features: Some(RuntimeHandlerFeatures::default()),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: ctx.host.mount_setattr,
+                user_namespaces: false,
+            }),
         }],
         features: Some(RuntimeFeatures::default()),
     })

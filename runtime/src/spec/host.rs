@@ -28,6 +28,9 @@ pub struct HostFacts {
     pub hugetlb_controller: bool,
     /// The host runs cgroup v2 only: containers then get their own cgroup namespace.
     pub unified_cgroups: bool,
+    /// The kernel has mount_setattr (Linux 5.12+), which recursive read-only mounts
+    /// need.
+    pub mount_setattr: bool,
 }
 
 impl HostFacts {
@@ -67,8 +70,23 @@ impl HostFacts {
             swap_controller: swap,
             hugetlb_controller: hugetlb,
             unified_cgroups: unified,
+            mount_setattr: kernel_at_least(
+                &fs::read_to_string("/proc/sys/kernel/osrelease")?,
+                (5, 12),
+            ),
         })
     }
+}
+
+/// Whether a kernel release like `6.1.0-18-amd64` is at least `major.minor`.
+fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= want
 }
 
 fn swap_on_v2(cgroup: &Path) -> bool {
@@ -84,6 +102,14 @@ fn swap_on_v2(cgroup: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.1.0-18-amd64", (5, 12)));
+        assert!(kernel_at_least("5.12.0", (5, 12)));
+        assert!(!kernel_at_least("5.10.0-28-amd64", (5, 12)));
+        assert!(!kernel_at_least("garbage", (5, 12)));
+    }
 
     #[test]
     fn detect_reads_this_host() {

@@ -110,6 +110,12 @@ fn cri_binds(req: &ContainerSpecRequest) -> Result<Vec<Bind>> {
             )));
         }
         if m.recursive_read_only {
+            if !req.host.mount_setattr {
+                return Err(super::Error::Unsupported {
+                    id: req.id.to_string(),
+                    feature: "recursive read-only mounts (the kernel lacks mount_setattr)",
+                });
+            }
             if !m.readonly {
                 return Err(what(format!(
                     "mount on {:?}: recursive read-only mount conflicts with a read-write mount",

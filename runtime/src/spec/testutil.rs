@@ -125,6 +125,7 @@ impl Fixture {
                 swap_controller: true,
                 hugetlb_controller: true,
                 unified_cgroups: false,
+                mount_setattr: true,
             },
         };
         f.image_config(serde_json::json!({ "Cmd": ["sh"] }));
