@@ -7,278 +7,26 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Crustd, mirror_config};
+use common::pods::*;
 use crust_proto::cri::runtime_service_client::RuntimeServiceClient;
 use crust_proto::cri::*;
-use tempfile::TempDir;
 use tokio::sync::Mutex;
 use tonic::Code;
 use tonic::transport::Channel;
 
-const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 const BRIDGE: &str = "crustlc0";
-const NETWORK: &str = "crust-lifecycle";
+const SUBNET: &str = "10.89.0.0/24";
 
 /// The tests share the bridge: one at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-/// A crustd with a pod network, and the clean-up of everything under its dirs.
-struct Node {
-    crustd: Crustd,
-    net: TempDir,
-}
-
-impl Node {
-    async fn start() -> Node {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "the lifecycle tests need root"
-        );
-        let net = tempfile::Builder::new()
-            .prefix("crust-lc.")
-            .tempdir()
-            .unwrap();
-        let conf_dir = net.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        let conflist = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": NETWORK,
-            "plugins": [
-                {
-                    "type": "bridge", "bridge": BRIDGE, "isGateway": true, "ipMasq": true,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": "10.89.0.0/24"}]],
-                        "routes": [{"dst": "0.0.0.0/0"}],
-                        "dataDir": net.path().join("ipam"),
-                    }
-                },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "loopback"}
-            ]
-        });
-        std::fs::write(conf_dir.join("10-lc.conflist"), conflist.to_string()).unwrap();
-        let extra = format!(
-            "[network]\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\"]\n{}",
-            conf_dir,
-            mirror_config()
-        );
-        let crustd = Crustd::start(&extra).await;
-        let node = Node { crustd, net };
-        let mut images = node.crustd.images().await;
-        images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: IMAGE.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("pull busybox");
-        node
-    }
-
-    async fn rt(&self) -> RuntimeServiceClient<Channel> {
-        self.crustd.runtime().await
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.net.path().join("logs")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.crustd.dir.path().join("state")
-    }
-
-    /// Mount points under crustd's dirs (the netns dirs count: they are bind mounts).
-    fn mounts(&self, what: &str) -> Vec<String> {
-        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let prefix = self.crustd.dir.path().to_str().unwrap().to_string();
-        table
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix) && p.contains(what))
-            .map(String::from)
-            .collect()
-    }
-}
-
-impl Drop for Node {
-    /// Whatever a failed test left: shims and pid holders (found by their state dir
-    /// on the command line), mounts, the bridge.
-    fn drop(&mut self) {
-        let dir = self.crustd.dir.path().to_str().unwrap().to_string();
-        if let Ok(procs) = std::fs::read_dir("/proc") {
-            for p in procs.flatten() {
-                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains(&dir)
-                    && let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>()
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        for m in self.mounts("").into_iter().rev() {
-            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
-    }
-}
-
-fn pod_config(name: &str, log_dir: &Path) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "lifecycle".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: log_dir.join(name).display().to_string(),
-        labels: [("app".to_string(), name.to_string())].into(),
-        ..Default::default()
-    }
-}
-
-fn container_config(name: &str, cmd: &[&str]) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(ImageSpec {
-            image: IMAGE.into(),
-            ..Default::default()
-        }),
-        command: cmd.iter().map(|s| s.to_string()).collect(),
-        log_path: format!("{name}.log"),
-        labels: [("container".to_string(), name.to_string())].into(),
-        ..Default::default()
-    }
-}
-
-async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
-    rt.run_pod_sandbox(RunPodSandboxRequest {
-        config: Some(config.clone()),
-        runtime_handler: String::new(),
-    })
-    .await
-    .expect("run pod")
-    .into_inner()
-    .pod_sandbox_id
-}
-
-async fn create(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_config: &PodSandboxConfig,
-    config: ContainerConfig,
-) -> String {
-    rt.create_container(CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(config),
-        sandbox_config: Some(pod_config.clone()),
-    })
-    .await
-    .expect("create container")
-    .into_inner()
-    .container_id
-}
-
-async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
-    rt.start_container(StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .expect("start container");
-}
-
-async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
-    rt.container_status(ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .expect("container status")
-    .into_inner()
-    .status
-    .unwrap()
-}
-
-async fn exec(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<ExecSyncResponse, tonic::Status> {
-    rt.exec_sync(ExecSyncRequest {
-        container_id: id.into(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    })
-    .await
-    .map(|r| r.into_inner())
-}
-
-/// Waits until the container is in `state`, or fails after 20 s.
-async fn wait_state(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-    state: ContainerState,
-) -> ContainerStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(rt, id).await;
-        if s.state == state as i32 {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "container {id} never reached {state:?}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until the log file holds `needle`.
-async fn wait_log(path: &Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never held {needle:?}:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
 async fn a_pod_and_its_containers_from_run_to_remove() {
     let _serial = SERIAL.lock().await;
-    let node = Node::start().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
     let mut rt = node.rt().await;
     let config = pod_config("web", &node.logs());
     let pod = run_pod(&mut rt, &config).await;
@@ -484,7 +232,7 @@ async fn status_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Containe
 #[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
     let _serial = SERIAL.lock().await;
-    let node = Node::start().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
     let mut rt = node.rt().await;
     let missing = "0".repeat(64);
 
@@ -584,7 +332,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 #[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
 async fn a_sigkilled_crustd_comes_back_with_every_pod_and_container() {
     let _serial = SERIAL.lock().await;
-    let mut node = Node::start().await;
+    let mut node = Node::start(BRIDGE, SUBNET).await;
     let mut rt = node.rt().await;
     let config = pod_config("survivor", &node.logs());
     let pod = run_pod(&mut rt, &config).await;

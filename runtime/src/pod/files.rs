@@ -82,6 +82,19 @@ pub fn hosts(host_network: bool, host_hosts: &str) -> String {
     }
 }
 
+/// `hosts` with a line naming the pod by its hostname at each of its IPs, written
+/// once CNI has given the pod its addresses (CRI-O writes the same line).
+pub fn hosts_with_pod(base: &str, hostname: &str, ips: &[String]) -> String {
+    let mut out = base.to_owned();
+    if hostname.is_empty() {
+        return out;
+    }
+    for ip in ips {
+        out.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    out
+}
+
 /// The content of the pod's `/etc/hostname`.
 pub fn hostname(name: &str) -> String {
     format!("{name}\n")
@@ -240,5 +253,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = write_file(&dir.path().join("nope/hosts"), "x", 0o644).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn hosts_name_the_pod_at_its_ips() {
+        let h = hosts_with_pod(
+            "127.0.0.1\tlocalhost\n",
+            "web-0",
+            &["10.88.0.5".into(), "fd00::5".into()],
+        );
+        assert_eq!(
+            h,
+            "127.0.0.1\tlocalhost\n10.88.0.5\tweb-0\nfd00::5\tweb-0\n"
+        );
+        assert_eq!(hosts_with_pod("x\n", "", &["10.88.0.5".into()]), "x\n");
     }
 }

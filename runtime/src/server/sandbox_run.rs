@@ -190,10 +190,25 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
             })?;
         pod::infra::start_pid_holder(shim, &ctx.paths.pid_pin(&m.id)).await?;
     }
-    match &m.netns_path {
-        Some(netns) => sandboxes::attach(ctx, &m.id, netns, &m.config).await,
-        None => Ok(Vec::new()),
-    }
+    let Some(netns) = &m.netns_path else {
+        return Ok(Vec::new());
+    };
+    let ips = sandboxes::attach(ctx, &m.id, netns, &m.config).await?;
+    // The pod's own name at its addresses, now that it has them.
+    let files = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id));
+    let hostname = if m.config.hostname.is_empty() {
+        ctx.host.hostname.clone()
+    } else {
+        m.config.hostname.clone()
+    };
+    let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
+    let what = format!("sandbox {}", m.id);
+    let path = files.hosts.clone();
+    blocking("write hosts", move || {
+        pod::files::write_file(&path, &content, 0o644).map_err(Error::io(what, "write", &path))
+    })
+    .await?;
+    Ok(ips)
 }
 
 /// A host file the pod's copy starts from; a missing one gives an empty copy.
