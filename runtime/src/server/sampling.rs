@@ -1,6 +1,7 @@
 //! Sampling a pod's or container's usage for the stats and metrics RPCs: the blocking
-//! reads (cgroup files, the pod's network namespace, the writable layer) run off the
-//! async thread, one blocking task per call rather than per object.
+//! reads (cgroup files, the pod's network namespace, the writable layer and its
+//! filesystem) run off the async thread, one blocking task per call rather than per
+//! object.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use crust_proto::cri::{
 use super::Context;
 use super::error::{Result, blocking};
 use super::sandboxes;
-use crate::stats::{self, CgroupSample, NetworkSample, PodStatsInput};
+use crate::stats::{self, CgroupSample, FsCapacity, NetworkSample, PodStatsInput};
 use crate::store::{Container, ContainerState, Sandbox};
 
 /// One container's usage, sampled.
@@ -23,6 +24,8 @@ pub struct ContainerSample {
     pub cgroup: Option<CgroupSample>,
     /// Its writable layer's usage.
     pub layer: Option<stats::FsSample>,
+    /// The filesystem the writable layer is on.
+    pub filesystem: Option<FsCapacity>,
 }
 
 /// One pod's usage, sampled.
@@ -47,7 +50,19 @@ fn sample_cgroup(path: &str) -> Option<CgroupSample> {
     }
 }
 
-fn sample_container(images_fs: &Path, layers: PathBuf, c: Arc<Container>) -> ContainerSample {
+/// The filesystem holding the writable layers, measured once per call.
+fn layers_filesystem(root: &Path) -> Option<FsCapacity> {
+    stats::filesystem(root)
+        .inspect_err(|err| tracing::debug!(%err, "measure the layers' filesystem"))
+        .ok()
+}
+
+fn sample_container(
+    images_fs: &Path,
+    filesystem: Option<FsCapacity>,
+    layers: PathBuf,
+    c: Arc<Container>,
+) -> ContainerSample {
     let running = c.status().state == ContainerState::Running;
     let cgroup = running
         .then(|| sample_cgroup(&c.metadata().cgroups_path))
@@ -57,6 +72,7 @@ fn sample_container(images_fs: &Path, layers: PathBuf, c: Arc<Container>) -> Con
         container: c,
         cgroup,
         layer,
+        filesystem,
     }
 }
 
@@ -68,11 +84,12 @@ pub async fn containers(
     let ctx = Arc::clone(ctx);
     blocking("sample containers", move || {
         let fs = ctx.paths.layer_root();
+        let capacity = layers_filesystem(&fs);
         Ok(list
             .into_iter()
             .map(|c| {
                 let layer = ctx.paths.layer_dir(&c.metadata().id);
-                sample_container(&fs, layer, c)
+                sample_container(&fs, capacity.clone(), layer, c)
             })
             .collect())
     })
@@ -84,6 +101,7 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
     let ctx = Arc::clone(ctx);
     blocking("sample pods", move || {
         let fs = ctx.paths.layer_root();
+        let capacity = layers_filesystem(&fs);
         Ok(list
             .into_iter()
             .map(|s| {
@@ -103,7 +121,7 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
                     .into_iter()
                     .map(|c| {
                         let layer = ctx.paths.layer_dir(&c.metadata().id);
-                        sample_container(&fs, layer, c)
+                        sample_container(&fs, capacity.clone(), layer, c)
                     })
                     .collect();
                 PodSample {

@@ -46,6 +46,11 @@ async fn all(ctx: &Arc<Context>) -> Result<Vec<PodSandboxMetrics>> {
                         .unwrap_or_default()
                 })
                 .collect();
+            let resources: Vec<_> = p
+                .containers
+                .iter()
+                .map(|c| convert::resources(&c.container))
+                .collect();
             stats::pod_metrics(&PodMetricsInput {
                 sandbox_id: m.id.as_str(),
                 pod: &m.pod_name,
@@ -55,12 +60,16 @@ async fn all(ctx: &Arc<Context>) -> Result<Vec<PodSandboxMetrics>> {
                 containers: p
                     .containers
                     .iter()
-                    .zip(&images)
-                    .map(|(c, image)| ContainerMetricsInput {
+                    .zip(images.iter().zip(&resources))
+                    .map(|(c, (image, resources))| ContainerMetricsInput {
                         id: c.container.metadata().id.as_str(),
                         name: &c.container.metadata().container_name,
                         image,
                         cgroup: c.cgroup.as_ref(),
+                        started_at: c.container.status().started_at,
+                        resources: resources.as_ref(),
+                        layer: c.layer.as_ref(),
+                        filesystem: c.filesystem.as_ref(),
                     })
                     .collect(),
             })

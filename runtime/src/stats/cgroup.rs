@@ -14,6 +14,10 @@
 //! controller not mounted on the host. Sampling silences both by creating the manager
 //! under a scoped no-op subscriber. Existence is checked before anything is read, so a
 //! removed cgroup is never created again.
+//!
+//! The figures only the metrics report ([`CgroupDetail`]) are then read directly on
+//! either path (`cgroup_detail`), each on its own, so a host without one keeps the
+//! rest.
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,6 +29,7 @@ use libcgroups::common::{CgroupConfig, CgroupManager, CgroupSetup};
 use libcgroups::stats::Stats;
 use libcgroups::v1::ControllerType;
 
+use super::cgroup_detail::{self, CgroupDetail};
 use super::{Error, Result, now_nanos};
 
 /// A cgroup's counters at one moment.
@@ -39,6 +44,8 @@ pub struct CgroupSample {
     /// Tasks (processes and threads) in it and its children; `None` without the pids
     /// controller.
     pub pids: Option<u64>,
+    /// The figures only the metrics report.
+    pub detail: CgroupDetail,
 }
 
 /// A cgroup's memory at one moment, as cadvisor and kubelet define the figures.
@@ -55,6 +62,10 @@ pub struct MemorySample {
     pub page_faults: u64,
     /// Major page faults since creation.
     pub major_page_faults: u64,
+    /// Page cache (v1 `total_cache`, v2 `file`).
+    pub cache_bytes: u64,
+    /// Memory-mapped files (v1 `total_mapped_file`, v2 `file_mapped`).
+    pub mapped_file_bytes: u64,
     /// The limit less the working set; `None` without a limit.
     pub available_bytes: Option<u64>,
 }
@@ -67,22 +78,28 @@ pub fn sample(cgroups_path: &Path) -> Result<Option<CgroupSample>> {
     if !dirs.exists() {
         return Ok(None);
     }
-    match through_libcgroups(cgroups_path, &dirs) {
-        Ok(sample) => return Ok(Some(sample)),
-        Err(e) => tracing::debug!(
-            cgroup = %cgroups_path.display(),
-            error = %e,
-            "libcgroups stats failed, reading the counters directly"
-        ),
-    }
-    match read_direct(&dirs) {
-        Ok(sample) => Ok(Some(sample)),
-        Err(_) if !dirs.exists() => Ok(None),
-        Err(source) => Err(Error::Read {
-            path: cgroups_path.to_owned(),
-            source,
-        }),
-    }
+    let sample = match through_libcgroups(cgroups_path, &dirs) {
+        Ok(sample) => sample,
+        Err(e) => {
+            tracing::debug!(
+                cgroup = %cgroups_path.display(),
+                error = %e,
+                "libcgroups stats failed, reading the counters directly"
+            );
+            match read_direct(&dirs) {
+                Ok(sample) => sample,
+                Err(_) if !dirs.exists() => return Ok(None),
+                Err(source) => {
+                    return Err(Error::Read {
+                        path: cgroups_path.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+    };
+    let detail = cgroup_detail::read(&dirs, sample.memory.usage_bytes);
+    Ok(Some(CgroupSample { detail, ..sample }))
 }
 
 /// Where the host mounts what sampling reads.
@@ -91,8 +108,10 @@ enum Hierarchy {
     /// cgroup v1 (legacy or hybrid): one mount per controller, if mounted.
     V1 {
         cpuacct: Option<PathBuf>,
+        cpu: Option<PathBuf>,
         memory: Option<PathBuf>,
         pids: Option<PathBuf>,
+        blkio: Option<PathBuf>,
     },
     /// cgroup v2: one tree.
     V2 { root: PathBuf },
@@ -115,20 +134,26 @@ fn hierarchy(path: &Path) -> Result<&'static Hierarchy> {
         },
         CgroupSetup::Legacy | CgroupSetup::Hybrid => Hierarchy::V1 {
             cpuacct: mount(ControllerType::CpuAcct),
+            cpu: mount(ControllerType::Cpu),
             memory: mount(ControllerType::Memory),
             pids: mount(ControllerType::Pids),
+            blkio: mount(ControllerType::Blkio),
         },
     };
     Ok(HIERARCHY.get_or_init(|| h))
 }
 
-/// The directories of one cgroup that sampling reads.
+/// The directories of one cgroup that sampling reads; on v2 all the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Dirs {
-    v2: bool,
-    cpu: Option<PathBuf>,
-    memory: Option<PathBuf>,
-    pids: Option<PathBuf>,
+pub(super) struct Dirs {
+    pub(super) v2: bool,
+    /// CPU time: v1 cpuacct.
+    pub(super) cpu: Option<PathBuf>,
+    /// CFS bandwidth: v1 cpu.
+    pub(super) cfs: Option<PathBuf>,
+    pub(super) memory: Option<PathBuf>,
+    pub(super) pids: Option<PathBuf>,
+    pub(super) blkio: Option<PathBuf>,
 }
 
 impl Dirs {
@@ -137,21 +162,30 @@ impl Dirs {
         Ok(match hierarchy(cgroups_path)? {
             Hierarchy::V1 {
                 cpuacct,
+                cpu,
                 memory,
                 pids,
-            } => Dirs {
-                v2: false,
-                cpu: cpuacct.as_ref().map(|m| m.join(&rel)),
-                memory: memory.as_ref().map(|m| m.join(&rel)),
-                pids: pids.as_ref().map(|m| m.join(&rel)),
-            },
+                blkio,
+            } => {
+                let at = |mount: &Option<PathBuf>| mount.as_ref().map(|m| m.join(&rel));
+                Dirs {
+                    v2: false,
+                    cpu: at(cpuacct),
+                    cfs: at(cpu),
+                    memory: at(memory),
+                    pids: at(pids),
+                    blkio: at(blkio),
+                }
+            }
             Hierarchy::V2 { root } => {
-                let dir = root.join(&rel);
+                let dir = Some(root.join(&rel));
                 Dirs {
                     v2: true,
-                    cpu: Some(dir.clone()),
-                    memory: Some(dir.clone()),
-                    pids: Some(dir),
+                    cpu: dir.clone(),
+                    cfs: dir.clone(),
+                    memory: dir.clone(),
+                    pids: dir.clone(),
+                    blkio: dir,
                 }
             }
         })
@@ -167,7 +201,7 @@ impl Dirs {
     }
 
     /// The pids dir, if the controller is there for this cgroup.
-    fn pids_dir(&self) -> Option<&Path> {
+    pub(super) fn pids_dir(&self) -> Option<&Path> {
         self.pids
             .as_deref()
             .filter(|d| d.join("pids.current").is_file())
@@ -230,6 +264,7 @@ fn from_stats(stats: &Stats, dirs: &Dirs, timestamp: i64) -> CgroupSample {
             &stats.memory.stats,
         ),
         pids: dirs.pids_dir().map(|_| stats.pids.current),
+        detail: CgroupDetail::default(),
     }
 }
 
@@ -267,6 +302,7 @@ fn read_direct(dirs: &Dirs) -> io::Result<CgroupSample> {
         cpu_usage_nanos,
         memory: memory_sample(dirs.v2, usage, limit, &stat),
         pids,
+        detail: CgroupDetail::default(),
     })
 }
 
@@ -287,6 +323,8 @@ fn memory_sample(v2: bool, usage: u64, limit: u64, stat: &HashMap<String, u64>) 
         rss_bytes: get("total_rss", "anon"),
         page_faults: get("total_pgfault", "pgfault"),
         major_page_faults: get("total_pgmajfault", "pgmajfault"),
+        cache_bytes: get("total_cache", "file"),
+        mapped_file_bytes: get("total_mapped_file", "file_mapped"),
         available_bytes: (limit <= UNLIMITED).then(|| limit.saturating_sub(working_set)),
     }
 }
@@ -304,7 +342,7 @@ fn read(path: &Path) -> io::Result<String> {
 }
 
 /// A file holding one number, or `max`.
-fn single(path: &Path) -> io::Result<u64> {
+pub(super) fn single(path: &Path) -> io::Result<u64> {
     let text = read(path)?;
     match text.trim() {
         "max" => Ok(u64::MAX),
@@ -313,7 +351,7 @@ fn single(path: &Path) -> io::Result<u64> {
 }
 
 /// A file of `key value` lines.
-fn flat_keyed(path: &Path) -> io::Result<HashMap<String, u64>> {
+pub(super) fn flat_keyed(path: &Path) -> io::Result<HashMap<String, u64>> {
     read(path)?
         .lines()
         .filter(|l| !l.trim().is_empty())

@@ -20,6 +20,9 @@ fn v1_memory_figures() {
         ("total_rss", 200),
         ("total_pgfault", 7),
         ("total_pgmajfault", 2),
+        ("total_cache", 400),
+        ("total_mapped_file", 40),
+        ("cache", 1),
     ]);
     let m = memory_sample(false, 1000, 2000, &s);
     assert_eq!(
@@ -30,6 +33,8 @@ fn v1_memory_figures() {
             rss_bytes: 200,
             page_faults: 7,
             major_page_faults: 2,
+            cache_bytes: 400,
+            mapped_file_bytes: 40,
             available_bytes: Some(1300),
         }
     );
@@ -47,9 +52,12 @@ fn v2_memory_figures() {
         ("anon", 50),
         ("pgfault", 9),
         ("pgmajfault", 3),
+        ("file", 120),
+        ("file_mapped", 12),
     ]);
     let m = memory_sample(true, 400, u64::MAX, &s);
     assert_eq!((m.working_set_bytes, m.rss_bytes), (300, 50));
+    assert_eq!((m.cache_bytes, m.mapped_file_bytes), (120, 12));
     assert_eq!((m.page_faults, m.major_page_faults), (9, 3));
     assert_eq!(m.available_bytes, None);
     // Working set above the limit (or inactive above usage) floors at 0.
@@ -112,8 +120,10 @@ fn direct_read_of_v2_files() {
     let dirs = Dirs {
         v2: true,
         cpu: Some(dir.clone()),
+        cfs: Some(dir.clone()),
         memory: Some(dir.clone()),
         pids: Some(dir.clone()),
+        blkio: Some(dir.clone()),
     };
     assert!(dirs.exists());
     let s = read_direct(&dirs).unwrap();
@@ -149,8 +159,10 @@ fn direct_read_of_v1_files() {
     let dirs = Dirs {
         v2: false,
         cpu: Some(cpu),
+        cfs: None,
         memory: Some(mem),
         pids: Some(tmp.path().join("pids/c1")),
+        blkio: None,
     };
     let s = read_direct(&dirs).unwrap();
     assert_eq!(s.cpu_usage_nanos, 123_456_789);
@@ -169,8 +181,10 @@ fn libcgroups_v2_cpu_time_is_converted_to_nanoseconds() {
     let v2 = Dirs {
         v2: true,
         cpu: None,
+        cfs: None,
         memory: None,
         pids: None,
+        blkio: None,
     };
     let s = from_stats(&stats, &v2, 5);
     assert_eq!(
@@ -214,13 +228,17 @@ fn samples_a_real_cgroup_and_never_creates_one() {
     // Missing: None, and still missing afterwards.
     assert_eq!(sample(&path).unwrap(), None);
     assert!(!dirs.exists(), "sampling created {dirs:?}");
-    for d in [&dirs.cpu, &dirs.memory, &dirs.pids].into_iter().flatten() {
+    let all = [&dirs.cpu, &dirs.cfs, &dirs.memory, &dirs.pids, &dirs.blkio];
+    for d in all.into_iter().flatten() {
         assert!(!d.exists(), "sampling created {}", d.display());
     }
 
+    // Its stdout is a socket, so the socket count has one to find.
+    let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
     let mut child = Command::new("sh")
         .args(["-c", "read _; exec sh -c 'while :; do :; done'"])
         .stdin(Stdio::piped())
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(socket)))
         .spawn()
         .unwrap();
     let config = CgroupConfig {
@@ -234,6 +252,7 @@ fn samples_a_real_cgroup_and_never_creates_one() {
     let mut stdin = child.stdin.take().unwrap();
     let busy = Busy { child, manager };
     add.unwrap();
+    limit_cpu(&dirs);
     writeln!(stdin, "go").unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
@@ -254,6 +273,7 @@ fn samples_a_real_cgroup_and_never_creates_one() {
     if dirs.pids_dir().is_some() {
         assert!(second.pids.unwrap() >= 1, "{second:?}");
     }
+    assert_detail(&dirs, &second);
 
     // Both ways of reading work on this host and agree on what cannot move.
     let through = through_libcgroups(&path, &dirs).unwrap();
@@ -313,4 +333,57 @@ fn assert_quiet(path: &Path) {
         sample(path).unwrap().unwrap();
     });
     assert!(!quiet.contains("libcgroups"), "sampling logged: {quiet}");
+}
+
+/// A CFS quota of half a CPU, so the periods count.
+fn limit_cpu(dirs: &Dirs) {
+    let dir = dirs.cfs.as_deref().unwrap();
+    if dirs.v2 {
+        fs::write(dir.join("cpu.max"), "50000 100000").unwrap();
+    } else {
+        fs::write(dir.join("cpu.cfs_quota_us"), "50000").unwrap();
+    }
+}
+
+/// The details of a real cgroup holding one busy shell, quota-limited, with a socket
+/// for stdout.
+fn assert_detail(dirs: &Dirs, s: &CgroupSample) {
+    let d = &s.detail;
+    let user = d.cpu_user_nanos.expect("user time");
+    let system = d.cpu_system_nanos.expect("system time");
+    assert!(user + system > 0, "{d:?}");
+    let cfs = d.cfs.expect("cfs counters");
+    assert!(cfs.periods > 0, "{cfs:?}");
+    assert!(cfs.throttled_periods <= cfs.periods, "{cfs:?}");
+    assert!(d.memory_failcnt.is_some(), "{d:?}");
+    assert!(d.oom_kills.is_some(), "{d:?}");
+    let mem = dirs.memory.as_deref().unwrap();
+    let has = |f: &str| mem.join(f).is_file();
+    let (peak, kernel, swap) = if dirs.v2 {
+        ("memory.peak", "memory.stat", "memory.swap.current")
+    } else {
+        (
+            "memory.max_usage_in_bytes",
+            "memory.kmem.usage_in_bytes",
+            "memory.memsw.usage_in_bytes",
+        )
+    };
+    if has(peak) {
+        assert!(d.memory_max_usage_bytes.unwrap() > 0, "{d:?}");
+    }
+    if has(kernel) && !dirs.v2 {
+        assert!(d.memory_kernel_bytes.is_some(), "{d:?}");
+    }
+    assert_eq!(d.swap_bytes.is_some(), has(swap), "{d:?}");
+    if dirs.pids_dir().is_some() {
+        assert_eq!(d.pids_max, Some(0), "no pid limit is 0");
+    }
+    let procs = d.processes.expect("processes");
+    assert_eq!(procs.processes, 1, "{procs:?}");
+    assert!(procs.file_descriptors >= 3, "{procs:?}");
+    assert!(
+        procs.sockets >= 1 && procs.sockets < procs.file_descriptors,
+        "{procs:?}"
+    );
+    assert!(d.blkio.iter().all(|b| !b.name.is_empty()), "{d:?}");
 }

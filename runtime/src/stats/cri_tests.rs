@@ -15,9 +15,12 @@ fn sample() -> CgroupSample {
             rss_bytes: 30,
             page_faults: 5,
             major_page_faults: 1,
+            cache_bytes: 0,
+            mapped_file_bytes: 0,
             available_bytes: Some(40),
         },
         pids: Some(3),
+        detail: Default::default(),
     }
 }
 

@@ -1,11 +1,13 @@
 //! Resource usage of pods and containers, for the CRI stats and metrics RPCs.
 //!
 //! Sampling reads the kernel: a cgroup's CPU, memory and task counters ([`sample`],
-//! through libcgroups, on cgroup v1 and v2), a pod's network counters from inside its
-//! pinned network namespace ([`network`]) and a writable layer's disk usage
-//! ([`writable_layer`]). Everything that turns samples into CRI messages is a pure
-//! function ([`container_stats`], [`pod_stats`], [`pod_metrics`]); [`CpuRates`] keeps
-//! the one piece of state, the previous CPU sample per container or pod.
+//! through libcgroups, on cgroup v1 and v2, with the [`CgroupDetail`] only metrics
+//! report), a pod's network counters from inside its pinned network namespace
+//! ([`network`]), a writable layer's disk usage ([`writable_layer`]) and the
+//! filesystem it is on ([`filesystem`]). Everything that turns samples into CRI
+//! messages is a pure function ([`container_stats`], [`pod_stats`], [`pod_metrics`]);
+//! [`CpuRates`] keeps the one piece of state, the previous CPU sample per container or
+//! pod.
 //!
 //! Sampling never creates, changes or removes anything: a cgroup that is gone is
 //! `Ok(None)`, not an error. Every sampling function blocks (file reads, a thread join
@@ -16,13 +18,17 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 mod cgroup;
+mod cgroup_detail;
 mod cri;
+mod fs;
 mod metrics;
 mod net;
 mod rates;
 
 pub use cgroup::{CgroupSample, MemorySample, sample};
+pub use cgroup_detail::{BlkioDevice, CfsSample, CgroupDetail, ProcessSample};
 pub use cri::{PodStatsInput, container_stats, pod_stats};
+pub use fs::{FsCapacity, filesystem};
 pub use metrics::{ContainerMetricsInput, PodMetricsInput, metric_descriptors, pod_metrics};
 pub use net::{InterfaceSample, NetworkSample, network};
 pub use rates::CpuRates;
@@ -68,6 +74,15 @@ pub enum Error {
     /// The writable layer could not be measured.
     #[error(transparent)]
     Layer(#[from] crust_image_store::usage::Error),
+    /// The filesystem holding the writable layers could not be measured.
+    #[error("filesystem of {path}: statfs: {source}")]
+    Statfs {
+        /// The path on it.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A `Result` of this module.
