@@ -8,8 +8,8 @@ use std::path::Path;
 
 use common::{Crustd, Layout, run_crustd};
 use crust_proto::cri::{
-    CgroupDriver, ImageFsInfoRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest,
-    StatusResponse, VersionRequest,
+    CgroupDriver, CheckpointContainerRequest, ImageFsInfoRequest, RuntimeConfigRequest,
+    StatusRequest, StatusResponse, VersionRequest,
 };
 
 /// Debian's containernetworking-plugins, which the test command installs.
@@ -161,11 +161,14 @@ async fn rpcs_not_built_are_unimplemented_by_name() {
     let err = d
         .runtime()
         .await
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert_eq!(err.message(), "RunPodSandbox: not implemented by crust yet");
+    assert_eq!(
+        err.message(),
+        "CheckpointContainer: not implemented by crust yet"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
