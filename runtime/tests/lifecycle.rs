@@ -1,7 +1,7 @@
 //! Pods and containers end to end through a real crustd, real crust-shims, Debian's
 //! CNI plugins and a busybox image from the local registry: the lifecycle, logs,
 //! exec, errors and idempotence, and recovery after crustd is SIGKILLed. Runs as root.
-//! The pod network is bridge `crustlc0`, 10.89.0.0/24, kept in the test's temp dir.
+//! The pod network is bridge `crustlc0`, 10.92.0.0/24, kept in the test's temp dir.
 
 mod common;
 
@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 const BRIDGE: &str = "crustlc0";
-const SUBNET: &str = "10.89.0.0/24";
+const SUBNET: &str = "10.92.0.0/24";
 
 /// The tests share the bridge: one at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -42,7 +42,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
     let ps = pod_status.status.unwrap();
     assert_eq!(ps.state, PodSandboxState::SandboxReady as i32);
     let ip = ps.network.unwrap().ip;
-    assert!(ip.starts_with("10.89.0."), "pod ip {ip:?}");
+    assert!(ip.starts_with("10.92.0."), "pod ip {ip:?}");
     assert!(pod_status.info.contains_key("info"));
 
     // A retried run with the same config answers with the same pod; another config
