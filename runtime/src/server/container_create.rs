@@ -392,6 +392,7 @@ impl BundleJob {
             shm: existing(&pod_files.shm),
         };
         let users = RootfsUsers::new(rootfs);
+        let seccomp_localhost = self.seccomp_localhost()?;
         let req = ContainerSpecRequest {
             id: self.id.as_str(),
             config: &self.config,
@@ -404,8 +405,23 @@ impl BundleJob {
             users: &users,
             devices: &HostDevices,
             host: &self.ctx.host,
+            seccomp_localhost: seccomp_localhost.as_deref(),
         };
         Ok(spec::container_spec(&req)?)
+    }
+
+    /// The content of the Localhost seccomp profile the container asks for.
+    fn seccomp_localhost(&self) -> Result<Option<String>> {
+        let Some(path) = spec::seccomp_localhost_path(self.id.as_str(), &self.config)? else {
+            return Ok(None);
+        };
+        std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            invalid(format!(
+                "container {}: seccomp profile {}: {e}",
+                self.id,
+                path.display()
+            ))
+        })
     }
 }
 
