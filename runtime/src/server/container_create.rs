@@ -24,8 +24,8 @@ use crate::spec::{
     SandboxNamespaces,
 };
 use crate::store::{
-    ContainerId, ContainerMetadata, ContainerStatus, Sandbox, SandboxState, container_name,
-    now_nanos,
+    ContainerId, ContainerMetadata, ContainerStatus, ProcessUser, Sandbox, SandboxState,
+    container_name, now_nanos,
 };
 
 /// The longest overlayfs option string the kernel takes (one page).
@@ -188,7 +188,7 @@ async fn make(
         target_pid,
         log_path: log_path.clone(),
     };
-    blocking("write bundle", move || job.run()).await?;
+    let user = blocking("write bundle", move || job.run()).await?;
 
     let metadata = ContainerMetadata {
         id: id.clone(),
@@ -213,6 +213,7 @@ async fn make(
         bundle_dir: dir.clone(),
         state_dir: dir.clone(),
         created_at: now_nanos(),
+        user: Some(user),
     };
     let status = ContainerStatus {
         shim_socket: Some(dir.join(shims::SOCKET)),
@@ -297,7 +298,8 @@ impl BundleJob {
         format!("container {}", self.id)
     }
 
-    fn run(mut self) -> Result<()> {
+    /// Writes the bundle; returns the user its process runs as.
+    fn run(mut self) -> Result<ProcessUser> {
         let paths = &self.ctx.paths;
         let dir = paths.container_dir(&self.id);
         let rootfs = paths.rootfs(&self.id);
@@ -328,7 +330,17 @@ impl BundleJob {
             self.what(),
             "write",
             &file,
-        ))
+        ))?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
+        Ok(ProcessUser {
+            uid: user.uid(),
+            gid: user.gid(),
+            supplemental_groups: user.additional_gids().clone().unwrap_or_default(),
+        })
     }
 
     /// Creates missing host paths of CRI mounts (as directories, like containerd) and
