@@ -4,15 +4,17 @@
 //! `/etc/passwd`, host device nodes, crustd's own capabilities) comes in through the
 //! request: the [`UserLookup`] and [`DeviceLookup`] traits and [`HostFacts`].
 //!
-//! Not here yet: AppArmor and SELinux, user namespaces, CDI.
+//! Not here yet: user namespaces, CDI.
 
 mod caps;
 mod devices;
 mod host;
 mod linux;
+mod lsm;
 mod mounts;
 mod process;
 mod seccomp;
+mod summary;
 mod user;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ pub use devices::{DeviceLookup, HostDevice, HostDevices};
 pub use host::HostFacts;
 pub use linux::linux_resources;
 pub use seccomp::{SeccompChoice, seccomp_choice, seccomp_localhost_path};
+pub use summary::security_summary;
 pub use user::{GroupEntry, PasswdEntry, RootfsUsers, UserLookup};
 
 /// The OCI runtime spec version crust writes.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
 
-use super::{ContainerSpecRequest, Error, Result, caps, user};
+use super::{ContainerSpecRequest, Error, Result, caps, lsm, user};
 
 /// containerd's default `PATH` (oci.WithDefaultPathEnv), overridden by the image's.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -24,8 +24,8 @@ pub(super) fn process(req: &ContainerSpecRequest) -> Result<Process> {
         .set_rlimits(None)
         .set_no_new_privileges(no_new_privileges(req))
         .set_oom_score_adj(oom_score_adj(req)?)
-        .set_apparmor_profile(None)
-        .set_selinux_label(None);
+        .set_apparmor_profile(lsm::apparmor_profile(req)?)
+        .set_selinux_label(lsm::selinux_label(req)?);
     Ok(process)
 }
 
