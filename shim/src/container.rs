@@ -18,7 +18,10 @@ use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{self, Executor, ExecutorError, ExecutorValidationError};
 use nix::unistd::Pid;
-use oci_spec::runtime::{PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Spec};
+use oci_spec::runtime::{
+    LinuxSeccomp, LinuxSeccompArgBuilder, LinuxSeccompOperator, PosixRlimit, PosixRlimitBuilder,
+    PosixRlimitType, Process, Spec,
+};
 
 use crate::io::ChildStdio;
 
@@ -110,13 +113,13 @@ pub fn prepare_spec(
     if changed {
         save_spec(&spec, &path).map_err(|source| Error::SaveSpec { path, source })?;
     }
+    let linux = spec.linux().as_ref();
     Ok(Prepared {
-        cgroups: spec
-            .linux()
-            .as_ref()
+        cgroups: linux
             .and_then(|l| l.cgroups_path().clone())
             .unwrap_or_default(),
         process: spec.process().clone(),
+        seccomp: linux.and_then(|l| l.seccomp().clone()),
     })
 }
 
@@ -128,11 +131,71 @@ pub struct Prepared {
     /// The init's process: exec processes start from it (user, cwd, capabilities,
     /// rlimits, no_new_privileges), as runc's and containerd's do.
     pub process: Option<Process>,
+    /// The container's seccomp filter, as libcontainer reads it: exec processes get it
+    /// too.
+    pub seccomp: Option<LinuxSeccomp>,
+}
+
+/// The annotation that marks a spec whose `SCMP_CMP_MASKED_EQ` operands were put in
+/// libcontainer's order, so that they are swapped once only.
+const MASKED_EQ_SWAPPED: &str = "io.crust.seccomp.masked-eq-swapped";
+
+/// Puts the operands of `SCMP_CMP_MASKED_EQ` in libcontainer 0.7's order. Profiles
+/// (and runc) read `value` as the mask and `valueTwo` as the value compared to;
+/// libcontainer reads them the other way round, which would turn the default profile's
+/// `clone` rule into one that never matches. True if anything changed.
+fn swap_masked_eq_operands(spec: &mut Spec) -> bool {
+    let swapped = spec
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MASKED_EQ_SWAPPED));
+    let Some(mut linux) = spec.linux().clone() else {
+        return false;
+    };
+    let Some(mut seccomp) = linux.seccomp().clone() else {
+        return false;
+    };
+    if swapped {
+        return false;
+    }
+    let mut syscalls = seccomp.syscalls().clone().unwrap_or_default();
+    let mut changed = false;
+    for rule in &mut syscalls {
+        let Some(mut args) = rule.args().clone() else {
+            continue;
+        };
+        for arg in args
+            .iter_mut()
+            .filter(|a| a.op() == LinuxSeccompOperator::ScmpCmpMaskedEq)
+        {
+            let swapped = LinuxSeccompArgBuilder::default()
+                .index(arg.index())
+                .op(arg.op())
+                .value(arg.value_two().unwrap_or(0))
+                .value_two(arg.value())
+                .build();
+            if let Ok(swapped) = swapped {
+                *arg = swapped;
+                changed = true;
+            }
+        }
+        rule.set_args(Some(args));
+    }
+    if !changed {
+        return false;
+    }
+    seccomp.set_syscalls(Some(syscalls));
+    linux.set_seccomp(Some(seccomp));
+    spec.set_linux(Some(linux));
+    let mut annotations = spec.annotations().clone().unwrap_or_default();
+    annotations.insert(MASKED_EQ_SWAPPED.to_owned(), "true".to_owned());
+    spec.set_annotations(Some(annotations));
+    true
 }
 
 /// Applies the adjustments of [`prepare_spec`]; true if anything changed.
 fn adjust_spec(spec: &mut Spec, id: &str, cgroups: Option<&Path>, host: &HostLimits) -> bool {
-    let mut changed = false;
+    let mut changed = swap_masked_eq_operands(spec);
     let mut linux = spec.linux().clone().unwrap_or_default();
     let want = match (cgroups, linux.cgroups_path()) {
         (Some(p), _) => p.to_path_buf(),
@@ -207,6 +270,43 @@ impl Executor for DefaultSignals {
 
     fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
         workload::default::get_executor().validate(spec)
+    }
+}
+
+/// [`DefaultSignals`], after loading the container's seccomp filter: libcontainer 0.7
+/// gives exec processes none, where runc gives them the container's. It runs after
+/// the capabilities are dropped: when the process lacks both no_new_privs and
+/// CAP_SYS_ADMIN the kernel refuses the filter, and then no_new_privs is set first
+/// (a confined container's exec processes can't gain privileges through setuid
+/// files; a process left unconfined would be worse).
+#[derive(Clone)]
+struct ExecSeccomp(Option<LinuxSeccomp>);
+
+impl Executor for ExecSeccomp {
+    fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        if let Some(seccomp) = &self.0 {
+            if libcontainer::seccomp::is_notify(seccomp) {
+                return Err(ExecutorError::Other(
+                    "seccomp notify profiles are not supported for exec".into(),
+                ));
+            }
+            if let Err(first) = libcontainer::seccomp::initialize_seccomp(seccomp) {
+                // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers.
+                let rc = unsafe { nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+                if rc != 0 {
+                    return Err(ExecutorError::Other(format!(
+                        "load seccomp filter: {first}"
+                    )));
+                }
+                libcontainer::seccomp::initialize_seccomp(seccomp)
+                    .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
+            }
+        }
+        DefaultSignals.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> std::result::Result<(), ExecutorValidationError> {
+        DefaultSignals.validate(spec)
     }
 }
 
@@ -290,12 +390,14 @@ pub struct ExecOptions<'a> {
     /// A process.json to run instead of building one from `args` and `env` (which are
     /// then ignored).
     pub process: Option<&'a Path>,
+    /// The container's seccomp filter, loaded into the process before it execs.
+    pub seccomp: Option<&'a LinuxSeccomp>,
 }
 
 /// Starts a process in the running container; returns its pid (a child of the shim).
 pub fn exec(opts: ExecOptions<'_>) -> Result<Pid> {
     let pid = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
-        .with_executor(DefaultSignals)
+        .with_executor(ExecSeccomp(opts.seccomp.cloned()))
         .with_root_path(opts.root)?
         .with_stdin(opts.stdio.stdin)
         .with_stdout(opts.stdio.stdout)
@@ -378,6 +480,54 @@ mod tests {
         assert!(adjust_spec(&mut s, "c", None, &test_host()));
         let rl = s.process().as_ref().unwrap().rlimits().clone().unwrap();
         assert_eq!((rl[0].soft(), rl[0].hard()), (1024, 1024));
+    }
+
+    #[test]
+    fn swaps_masked_eq_operands_once() {
+        use oci_spec::runtime::{
+            LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSyscallBuilder,
+        };
+        let arg = |op, value: u64, two: u64| {
+            LinuxSeccompArgBuilder::default()
+                .index(0usize)
+                .op(op)
+                .value(value)
+                .value_two(two)
+                .build()
+                .unwrap()
+        };
+        let rule = LinuxSyscallBuilder::default()
+            .names(vec!["clone".to_owned()])
+            .action(LinuxSeccompAction::ScmpActAllow)
+            .args(vec![
+                arg(LinuxSeccompOperator::ScmpCmpMaskedEq, 0x7E02_0000, 0),
+                arg(LinuxSeccompOperator::ScmpCmpNe, 40, 0),
+            ])
+            .build()
+            .unwrap();
+        let seccomp = LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActErrno)
+            .syscalls(vec![rule])
+            .build()
+            .unwrap();
+        let mut s = spec(None, 10, Some("/x"));
+        let mut linux = s.linux().clone().unwrap();
+        linux.set_seccomp(Some(seccomp));
+        s.set_linux(Some(linux));
+        let args = |s: &Spec| {
+            let l = s.linux().clone().unwrap();
+            let rules = l.seccomp().clone().unwrap().syscalls().clone().unwrap();
+            rules[0].args().clone().unwrap()
+        };
+        assert!(adjust_spec(&mut s, "c", None, &test_host()));
+        let a = args(&s);
+        assert_eq!((a[0].value(), a[0].value_two()), (0, Some(0x7E02_0000)));
+        assert_eq!((a[1].value(), a[1].value_two()), (40, Some(0)));
+        assert!(
+            !adjust_spec(&mut s, "c", None, &test_host()),
+            "swapped twice"
+        );
+        assert_eq!(args(&s)[0].value(), 0);
     }
 
     #[test]

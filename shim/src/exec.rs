@@ -81,6 +81,7 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
         env,
         stdio: child,
         process: process_file.as_deref(),
+        seccomp: task.seccomp(),
     };
     let started = container::exec(opts);
     if let Some(file) = &process_file {

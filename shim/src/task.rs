@@ -160,6 +160,8 @@ pub struct Task {
     shutdown: watch::Sender<bool>,
     /// The init's process, which exec processes start from.
     process: Option<oci_spec::runtime::Process>,
+    /// The container's seccomp filter, which exec processes get too.
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// The shim's side of the init's stdio, before the container exists.
@@ -244,6 +246,7 @@ impl Task {
             reaper,
             shutdown: watch::Sender::new(false),
             process: prepared.process,
+            seccomp: prepared.seccomp,
         };
         let copiers = match shim_side {
             ShimSide::Pipes(shim) => task.attach_pipes(shim),
@@ -343,6 +346,11 @@ impl Task {
     /// The init's process, which exec processes start from.
     pub fn process(&self) -> Option<&oci_spec::runtime::Process> {
         self.process.as_ref()
+    }
+
+    /// The container's seccomp filter, which exec processes get too.
+    pub fn seccomp(&self) -> Option<&oci_spec::runtime::LinuxSeccomp> {
+        self.seccomp.as_ref()
     }
 
     /// The reaper, for exec processes.

@@ -24,8 +24,8 @@ use crate::spec::{
     SandboxNamespaces,
 };
 use crate::store::{
-    ContainerId, ContainerMetadata, ContainerStatus, Sandbox, SandboxState, container_name,
-    now_nanos,
+    ContainerId, ContainerMetadata, ContainerStatus, ProcessUser, Sandbox, SandboxState,
+    container_name, now_nanos,
 };
 
 /// The longest overlayfs option string the kernel takes (one page).
@@ -188,7 +188,7 @@ async fn make(
         target_pid,
         log_path: log_path.clone(),
     };
-    blocking("write bundle", move || job.run()).await?;
+    let user = blocking("write bundle", move || job.run()).await?;
 
     let metadata = ContainerMetadata {
         id: id.clone(),
@@ -213,6 +213,7 @@ async fn make(
         bundle_dir: dir.clone(),
         state_dir: dir.clone(),
         created_at: now_nanos(),
+        user: Some(user),
     };
     let status = ContainerStatus {
         shim_socket: Some(dir.join(shims::SOCKET)),
@@ -297,7 +298,8 @@ impl BundleJob {
         format!("container {}", self.id)
     }
 
-    fn run(mut self) -> Result<()> {
+    /// Writes the bundle; returns the user its process runs as.
+    fn run(mut self) -> Result<ProcessUser> {
         let paths = &self.ctx.paths;
         let dir = paths.container_dir(&self.id);
         let rootfs = paths.rootfs(&self.id);
@@ -328,7 +330,17 @@ impl BundleJob {
             self.what(),
             "write",
             &file,
-        ))
+        ))?;
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
+        Ok(ProcessUser {
+            uid: user.uid(),
+            gid: user.gid(),
+            supplemental_groups: user.additional_gids().clone().unwrap_or_default(),
+        })
     }
 
     /// Creates missing host paths of CRI mounts (as directories, like containerd) and
@@ -392,6 +404,7 @@ impl BundleJob {
             shm: existing(&pod_files.shm),
         };
         let users = RootfsUsers::new(rootfs);
+        let seccomp_localhost = self.seccomp_localhost()?;
         let req = ContainerSpecRequest {
             id: self.id.as_str(),
             config: &self.config,
@@ -404,8 +417,23 @@ impl BundleJob {
             users: &users,
             devices: &HostDevices,
             host: &self.ctx.host,
+            seccomp_localhost: seccomp_localhost.as_deref(),
         };
         Ok(spec::container_spec(&req)?)
+    }
+
+    /// The content of the Localhost seccomp profile the container asks for.
+    fn seccomp_localhost(&self) -> Result<Option<String>> {
+        let Some(path) = spec::seccomp_localhost_path(self.id.as_str(), &self.config)? else {
+            return Ok(None);
+        };
+        std::fs::read_to_string(&path).map(Some).map_err(|e| {
+            invalid(format!(
+                "container {}: seccomp profile {}: {e}",
+                self.id,
+                path.display()
+            ))
+        })
     }
 }
 

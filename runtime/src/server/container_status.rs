@@ -1,5 +1,6 @@
 //! ContainerStatus: state, exit, times, image, mounts, log path and resources; with
-//! `verbose`, the pid, bundle and spec as JSON under "info".
+//! `verbose`, the pid, bundle, spec and a summary of the applied security settings as
+//! JSON under "info".
 
 use std::collections::HashMap;
 
@@ -22,6 +23,10 @@ pub async fn container_status(
         let spec: Option<serde_json::Value> = std::fs::read(m.bundle_dir.join("config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let security = spec
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .map(|s| crate::spec::security_summary(m.id.as_str(), &m.config, &s));
         let verbose = serde_json::json!({
             "sandboxID": m.sandbox_id,
             "pid": s.pid,
@@ -30,6 +35,7 @@ pub async fn container_status(
             "cgroupsPath": m.cgroups_path,
             "stopSignal": m.stop_signal,
             "runtimeSpec": spec,
+            "security": security,
         });
         info.insert("info".to_string(), verbose.to_string());
     }

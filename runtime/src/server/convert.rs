@@ -140,7 +140,13 @@ pub fn container_status(c: &Container) -> cri::ContainerStatus {
             windows: None,
         }),
         image_id: m.image_id.clone(),
-        user: None,
+        user: m.user.as_ref().map(|u| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: u.uid.into(),
+                gid: u.gid.into(),
+                supplemental_groups: u.supplemental_groups.iter().map(|&g| g.into()).collect(),
+            }),
+        }),
         stop_signal: m.config.stop_signal,
     }
 }

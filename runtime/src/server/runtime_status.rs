@@ -60,6 +60,11 @@ pub async fn status(ctx: &Context, req: StatusRequest) -> Result<StatusResponse>
                 user_namespaces: false,
             }),
         }],
-        features: Some(RuntimeFeatures::default()),
+        // Supplemental groups follow the container's policy: Merge adds the image's
+        // /etc/group memberships, Strict does not.
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+            ..Default::default()
+        }),
     })
 }

@@ -31,6 +31,13 @@ pub struct HostFacts {
     /// The kernel has mount_setattr (Linux 5.12+), which recursive read-only mounts
     /// need.
     pub mount_setattr: bool,
+    /// The kernel's version, major and minor (seccomp profiles allow some syscalls
+    /// only from a given version on).
+    pub kernel: (u32, u32),
+    /// The kernel has AppArmor enabled.
+    pub apparmor: bool,
+    /// The kernel has SELinux enabled.
+    pub selinux: bool,
 }
 
 impl HostFacts {
@@ -63,6 +70,7 @@ impl HostFacts {
                 cgroup.join("hugetlb").exists(),
             )
         };
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
         Ok(HostFacts {
             oom_score_adj_floor: floor,
             capabilities: caps::from_mask(permitted),
@@ -70,23 +78,29 @@ impl HostFacts {
             swap_controller: swap,
             hugetlb_controller: hugetlb,
             unified_cgroups: unified,
-            mount_setattr: kernel_at_least(
-                &fs::read_to_string("/proc/sys/kernel/osrelease")?,
-                (5, 12),
-            ),
+            mount_setattr: kernel_at_least(&release, (5, 12)),
+            kernel: kernel_version(&release),
+            apparmor: fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+                .is_ok_and(|v| v.trim() == "Y"),
+            selinux: Path::new("/sys/fs/selinux/enforce").exists(),
         })
     }
 }
 
 /// Whether a kernel release like `6.1.0-18-amd64` is at least `major.minor`.
 fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
+    kernel_version(release) >= want
+}
+
+/// The major and minor version of a kernel release like `6.1.0-18-amd64`.
+fn kernel_version(release: &str) -> (u32, u32) {
     let mut parts = release
         .trim()
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let major = parts.next().unwrap_or(0);
     let minor = parts.next().unwrap_or(0);
-    (major, minor) >= want
+    (major, minor)
 }
 
 fn swap_on_v2(cgroup: &Path) -> bool {
@@ -109,6 +123,7 @@ mod tests {
         assert!(kernel_at_least("5.12.0", (5, 12)));
         assert!(!kernel_at_least("5.10.0-28-amd64", (5, 12)));
         assert!(!kernel_at_least("garbage", (5, 12)));
+        assert_eq!(kernel_version("6.1.0-18-amd64"), (6, 1));
     }
 
     #[test]

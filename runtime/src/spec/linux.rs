@@ -10,7 +10,7 @@ use oci_spec::runtime::{
     LinuxResources,
 };
 
-use super::{ContainerSpecRequest, HostFacts, PodNamespace, Result, devices};
+use super::{ContainerSpecRequest, HostFacts, PodNamespace, Result, devices, seccomp};
 
 /// Paths of /proc and /sys hidden from non-privileged containers (containerd's defaults).
 pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
@@ -68,7 +68,7 @@ pub(super) fn linux(req: &ContainerSpecRequest) -> Result<Linux> {
         .set_readonly_paths(Some(readonly))
         .set_uid_mappings(None)
         .set_gid_mappings(None)
-        .set_seccomp(None)
+        .set_seccomp(seccomp::seccomp(req)?)
         .set_mount_label(None);
     Ok(linux)
 }

@@ -4,15 +4,17 @@
 //! `/etc/passwd`, host device nodes, crustd's own capabilities) comes in through the
 //! request: the [`UserLookup`] and [`DeviceLookup`] traits and [`HostFacts`].
 //!
-//! Not here yet: seccomp, AppArmor and SELinux (a `seccomp.rs` beside `caps.rs` will
-//! fill `linux.seccomp` from the security context's profile), user namespaces, CDI.
+//! Not here yet: user namespaces, CDI.
 
 mod caps;
 mod devices;
 mod host;
 mod linux;
+mod lsm;
 mod mounts;
 mod process;
+mod seccomp;
+mod summary;
 mod user;
 
 use std::collections::HashMap;
@@ -27,6 +29,8 @@ pub use caps::DEFAULT_CAPABILITIES;
 pub use devices::{DeviceLookup, HostDevice, HostDevices};
 pub use host::HostFacts;
 pub use linux::linux_resources;
+pub use seccomp::{SeccompChoice, seccomp_choice, seccomp_localhost_path};
+pub use summary::security_summary;
 pub use user::{GroupEntry, PasswdEntry, RootfsUsers, UserLookup};
 
 /// The OCI runtime spec version crust writes.
@@ -99,6 +103,9 @@ pub struct ContainerSpecRequest<'a> {
     pub devices: &'a dyn DeviceLookup,
     /// Facts about the host and crustd itself.
     pub host: &'a HostFacts,
+    /// The content of the Localhost seccomp profile the container asks for (the file
+    /// [`seccomp_localhost_path`] names), read by the caller.
+    pub seccomp_localhost: Option<&'a str>,
 }
 
 impl ContainerSpecRequest<'_> {

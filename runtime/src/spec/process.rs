@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
 
-use super::{ContainerSpecRequest, Error, Result, caps, user};
+use super::{ContainerSpecRequest, Error, Result, caps, lsm, user};
 
 /// containerd's default `PATH` (oci.WithDefaultPathEnv), overridden by the image's.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -22,11 +22,21 @@ pub(super) fn process(req: &ContainerSpecRequest) -> Result<Process> {
         .set_user(user::user(req)?)
         .set_capabilities(Some(caps::capabilities(req)?))
         .set_rlimits(None)
-        .set_no_new_privileges(Some(req.security().is_some_and(|s| s.no_new_privs)))
+        .set_no_new_privileges(no_new_privileges(req))
         .set_oom_score_adj(oom_score_adj(req)?)
-        .set_apparmor_profile(None)
-        .set_selinux_label(None);
+        .set_apparmor_profile(lsm::apparmor_profile(req)?)
+        .set_selinux_label(lsm::selinux_label(req)?);
     Ok(process)
+}
+
+/// `Some(true)` when the security context asks for no_new_privs, else `None` (which
+/// means false): libcontainer takes any `Some` as "no new privileges set" and then
+/// loads the seccomp filter after dropping capabilities, where without the flag the
+/// kernel refuses it.
+fn no_new_privileges(req: &ContainerSpecRequest) -> Option<bool> {
+    req.security()
+        .is_some_and(|s| s.no_new_privs)
+        .then_some(true)
 }
 
 /// Kubernetes' rules: a command replaces the image's Entrypoint and Cmd; without one,
@@ -291,7 +301,7 @@ mod tests {
     fn no_new_privileges_and_no_rlimits() {
         let mut f = Fixture::new();
         let process = process_of(&f);
-        assert_eq!(process.no_new_privileges(), Some(false));
+        assert_eq!(process.no_new_privileges(), None);
         assert!(process.rlimits().is_none());
         f.security().no_new_privs = true;
         assert_eq!(process_of(&f).no_new_privileges(), Some(true));

@@ -94,6 +94,8 @@ pub(crate) struct Fixture {
     pub files: SandboxFiles,
     pub users: FakeUsers,
     pub host: HostFacts,
+    /// The content of the container's Localhost seccomp profile, as the caller read it.
+    pub seccomp_localhost: Option<String>,
 }
 
 impl Fixture {
@@ -126,7 +128,11 @@ impl Fixture {
                 hugetlb_controller: true,
                 unified_cgroups: false,
                 mount_setattr: true,
+                kernel: (6, 1),
+                apparmor: false,
+                selinux: false,
             },
+            seccomp_localhost: None,
         };
         f.image_config(serde_json::json!({ "Cmd": ["sh"] }));
         f
@@ -184,6 +190,7 @@ impl Fixture {
             users: &self.users,
             devices: &FakeDevices,
             host: &self.host,
+            seccomp_localhost: self.seccomp_localhost.as_deref(),
         })
     }
 }

@@ -77,6 +77,21 @@ pub struct ContainerMetadata {
     pub state_dir: PathBuf,
     /// Creation time, nanoseconds since the Unix epoch.
     pub created_at: i64,
+    /// The user the container's process runs as, as its spec says; `None` for records
+    /// written before crust recorded it.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// The identity of a container's process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// Every group of the process, the primary one included.
+    pub supplemental_groups: Vec<u32>,
 }
 
 /// CRI's container states.

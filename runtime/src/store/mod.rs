@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 
-pub use container::{ContainerMetadata, ContainerState, ContainerStatus, Exit};
+pub use container::{ContainerMetadata, ContainerState, ContainerStatus, Exit, ProcessUser};
 pub use entry::{Entry, now_nanos};
 pub use error::{Error, ErrorKind, Object, Result};
 pub use ids::{ContainerId, ID_LEN, IdError, ResolveError, SandboxId, resolve};

@@ -43,6 +43,7 @@ fn container(sandbox: &SandboxMetadata, name: &str) -> ContainerMetadata {
         bundle_dir: format!("/run/crust/bundles/{id}").into(),
         state_dir: format!("/run/crust/containers/{id}").into(),
         created_at: now_nanos(),
+        user: None,
         id,
     }
 }
