@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Capability;
 
@@ -38,6 +38,9 @@ pub struct HostFacts {
     pub apparmor: bool,
     /// The kernel has SELinux enabled.
     pub selinux: bool,
+    /// The host's cgroup v1 controller hierarchies under /sys/fs/cgroup, by mount point
+    /// (`/sys/fs/cgroup/memory`, `/sys/fs/cgroup/cpu,cpuacct`); empty on a v2-only host.
+    pub cgroup_v1_mounts: Vec<PathBuf>,
 }
 
 impl HostFacts {
@@ -78,6 +81,11 @@ impl HostFacts {
             swap_controller: swap,
             hugetlb_controller: hugetlb,
             unified_cgroups: unified,
+            cgroup_v1_mounts: if unified {
+                Vec::new()
+            } else {
+                v1_controller_mounts(&fs::read_to_string("/proc/self/mountinfo")?)
+            },
             mount_setattr: kernel_at_least(&release, (5, 12)),
             kernel: kernel_version(&release),
             apparmor: fs::read_to_string("/sys/module/apparmor/parameters/enabled")
@@ -86,6 +94,47 @@ impl HostFacts {
         })
     }
 }
+
+/// The v1 controller hierarchies in a mountinfo table: `cgroup` mounts under
+/// /sys/fs/cgroup with at least one resource controller (named hierarchies such as
+/// `name=systemd` hold no container cgroup).
+fn v1_controller_mounts(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut right = right.split_whitespace();
+            if right.next()? != "cgroup" {
+                return None;
+            }
+            let super_options = right.nth(1)?;
+            let controllers = super_options
+                .split(',')
+                .filter(|o| V1_CONTROLLERS.contains(o))
+                .count();
+            let point = PathBuf::from(left.split_whitespace().nth(4)?);
+            (controllers > 0 && point.starts_with("/sys/fs/cgroup")).then_some(point)
+        })
+        .collect()
+}
+
+/// The v1 resource controllers a container can have a cgroup in.
+const V1_CONTROLLERS: [&str; 14] = [
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+    "misc",
+];
 
 /// Whether a kernel release like `6.1.0-18-amd64` is at least `major.minor`.
 fn kernel_at_least(release: &str, want: (u32, u32)) -> bool {
@@ -116,6 +165,25 @@ fn swap_on_v2(cgroup: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_hierarchies_from_mountinfo() {
+        let table = "\
+35 25 0:30 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu
+36 25 0:31 / /sys/fs/cgroup/net_cls,net_prio rw - cgroup cgroup rw,net_cls,net_prio
+40 25 0:35 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+41 25 0:36 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw
+42 25 0:37 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids
+";
+        assert_eq!(
+            v1_controller_mounts(table),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/cpu"),
+                PathBuf::from("/sys/fs/cgroup/net_cls,net_prio"),
+                PathBuf::from("/sys/fs/cgroup/pids"),
+            ]
+        );
+    }
 
     #[test]
     fn kernel_versions() {

@@ -35,7 +35,7 @@ pub(super) fn mounts(req: &ContainerSpecRequest) -> Result<Mounts> {
     }
     binds.sort_by_key(|b| b.destination.components().count());
 
-    let mut mounts: Vec<Mount> = default_mounts(req.privileged())
+    let mut mounts: Vec<Mount> = default_mounts(req)
         .into_iter()
         .filter(|m| {
             let dst = m.destination();
@@ -170,9 +170,9 @@ fn sandbox_binds(req: &ContainerSpecRequest) -> Vec<Bind> {
 
 /// The filesystems every container gets (containerd's defaults without `/run`, plus the
 /// cgroup filesystem); `/sys` and `/sys/fs/cgroup` are writable only when privileged.
-fn default_mounts(privileged: bool) -> Vec<Mount> {
-    let rw = if privileged { "rw" } else { "ro" };
-    vec![
+fn default_mounts(req: &ContainerSpecRequest) -> Vec<Mount> {
+    let rw = if req.privileged() { "rw" } else { "ro" };
+    let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
             "/dev",
@@ -206,13 +206,39 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             &["nosuid", "noexec", "nodev"],
         ),
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", rw]),
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", rw],
-        ),
-    ]
+    ];
+    mounts.extend(cgroup_mounts(req, rw));
+    mounts
+}
+
+/// The container's view of /sys/fs/cgroup. On cgroup v2 the cgroup filesystem itself
+/// (its own cgroup namespace shows only its subtree). On v1, what runc builds: a tmpfs
+/// with each controller hierarchy of the host bind-mounted from the container's own
+/// cgroup, so the container sees its cgroup and nothing else of the host's tree.
+/// (libcontainer 0.7 builds the v1 view itself by reading /proc/<pid> of the host with
+/// a pid of the container's PID namespace, which fails once that pid is not in use on
+/// the host: crust gives it the finished mounts instead.)
+fn cgroup_mounts(req: &ContainerSpecRequest, rw: &str) -> Vec<Mount> {
+    let options = ["nosuid", "noexec", "nodev", "relatime", rw];
+    if req.host.unified_cgroups || req.host.cgroup_v1_mounts.is_empty() {
+        return vec![mount("/sys/fs/cgroup", "cgroup", "cgroup", &options)];
+    }
+    let own = Path::new(req.cgroups_path.trim_start_matches('/'));
+    let mut mounts = vec![mount(
+        "/sys/fs/cgroup",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "noexec", "nodev", "mode=755"],
+    )];
+    for point in &req.host.cgroup_v1_mounts {
+        mounts.push(mount(
+            point,
+            "bind",
+            point.join(own),
+            &["rbind", "nosuid", "noexec", "nodev", rw],
+        ));
+    }
+    mounts
 }
 
 fn mount(
@@ -507,5 +533,45 @@ mod tests {
     fn clean_paths() {
         assert_eq!(clean(Path::new("/a//b/./c/../d/")), PathBuf::from("/a/b/d"));
         assert_eq!(clean(Path::new("/../..")), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn cgroup_v1_is_a_tmpfs_with_the_containers_own_hierarchies() {
+        let mut f = Fixture::new();
+        f.host.cgroup_v1_mounts = vec![
+            "/sys/fs/cgroup/memory".into(),
+            "/sys/fs/cgroup/cpu,cpuacct".into(),
+        ];
+        let spec = f.spec().unwrap();
+        let mounts = spec.mounts().clone().unwrap();
+        let root = find(&mounts, "/sys/fs/cgroup")[0];
+        assert_eq!(root.typ().as_deref(), Some("tmpfs"));
+        let memory = find(&mounts, "/sys/fs/cgroup/memory")[0];
+        assert_eq!(memory.typ().as_deref(), Some("bind"));
+        assert_eq!(
+            memory.source().as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory/kubepods/crust-c1"))
+        );
+        assert!(options(memory).contains(&"ro".to_string()));
+        let cpu = find(&mounts, "/sys/fs/cgroup/cpu,cpuacct")[0];
+        assert_eq!(
+            cpu.source().as_deref(),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/kubepods/crust-c1"))
+        );
+        // The tmpfs comes before the hierarchies mounted on it.
+        let pos = |d: &str| {
+            mounts
+                .iter()
+                .position(|m| m.destination() == Path::new(d))
+                .unwrap()
+        };
+        assert!(pos("/sys/fs/cgroup") < pos("/sys/fs/cgroup/memory"));
+        f.host.unified_cgroups = true;
+        let spec = f.spec().unwrap();
+        let mounts = spec.mounts().clone().unwrap();
+        assert_eq!(
+            find(&mounts, "/sys/fs/cgroup")[0].typ().as_deref(),
+            Some("cgroup")
+        );
     }
 }

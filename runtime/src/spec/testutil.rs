@@ -128,6 +128,7 @@ impl Fixture {
                 hugetlb_controller: true,
                 unified_cgroups: false,
                 mount_setattr: true,
+                cgroup_v1_mounts: Vec::new(),
                 kernel: (6, 1),
                 apparmor: false,
                 selinux: false,
