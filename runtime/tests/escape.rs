@@ -333,9 +333,6 @@ async fn containers_cannot_reach_the_host() {
         }]
     };
 
-    // All containers first: libcontainer 0.7 reads the host's /proc/<pid> with the pid
-    // a new container has in the pod's PID namespace when it mounts cgroup v1, and
-    // fails once that pid exists only in the pod (every exec below takes one).
     // The defaults kubelet gives (no seccomp profile), and RuntimeDefault.
     let plain = pod
         .sleeper("plain", LinuxContainerSecurityContext::default(), volume())
@@ -398,4 +395,13 @@ async fn containers_cannot_reach_the_host() {
     let (code, out) = pod.sh(&admin, "hostname pod-renamed && hostname").await;
     assert_eq!((code, out.trim()), (0, "pod-renamed"));
     assert_eq!(hostname(), before);
+
+    // A container created after all these execs (each took a pid in the pod's PID
+    // namespace) still gets its cgroup view: libcontainer 0.7's own v1 setup would
+    // read the host's /proc/<pod pid> here and fail once that pid is free on the host.
+    let late = pod
+        .sleeper("late", LinuxContainerSecurityContext::default(), Vec::new())
+        .await;
+    let (code, out) = pod.sh(&late, "ls /sys/fs/cgroup | head -1").await;
+    assert_eq!(code, 0, "{out}");
 }
