@@ -84,30 +84,18 @@ pub async fn create_container(
             container_id: other.to_string(),
         });
     }
-    // Run to the end even if the client gives up: its retry waits for this result.
-    let task = tokio::spawn(create(
-        Arc::clone(ctx),
-        sandbox,
-        id.clone(),
-        config,
-        image_ref,
-    ));
-    let result = task.await.map_err(|source| Error::Task {
-        what: "create container",
-        source,
-    })?;
-    match result {
-        Ok(()) => {
-            ctx.store.container_names().commit(&name, &id);
-            Ok(CreateContainerResponse {
-                container_id: id.to_string(),
-            })
-        }
-        Err(err) => {
-            ctx.store.container_names().release_held(&name, &id);
-            Err(err)
-        }
-    }
+    let work = create(Arc::clone(ctx), sandbox, id.clone(), config, image_ref);
+    names::run_to_end(
+        ctx.store.container_names(),
+        &name,
+        &id,
+        "create container",
+        work,
+    )
+    .await?;
+    Ok(CreateContainerResponse {
+        container_id: id.to_string(),
+    })
 }
 
 async fn create(

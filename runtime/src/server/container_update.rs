@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crust_proto::cri::{UpdateContainerResourcesRequest, UpdateContainerResourcesResponse};
-use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
 
 use super::Context;
+use super::cgroups;
 use super::error::{Error, Result, blocking};
 use crate::spec;
 use crate::store::ContainerState;
@@ -35,28 +35,9 @@ pub async fn update_container_resources(
     };
     let resources = spec::linux_resources(id.as_str(), &linux, &ctx.host)?;
     let cgroup = PathBuf::from(&c.metadata().cgroups_path);
+    cgroups::apply(what, cgroup, resources).await?;
     let store_ctx = Arc::clone(ctx);
-    blocking("update container resources", move || {
-        let manager = create_cgroup_manager(CgroupConfig {
-            cgroup_path: cgroup.clone(),
-            systemd_cgroup: false,
-            container_name: id.to_string(),
-        })
-        .map_err(|e| Error::Internal {
-            what: what.clone(),
-            message: format!("cgroup {}: {e}", cgroup.display()),
-        })?;
-        manager
-            .apply(&ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| Error::Internal {
-                what: what.clone(),
-                message: format!("apply resources to cgroup {}: {e}", cgroup.display()),
-            })?;
+    blocking("record container resources", move || {
         store_ctx.store.update_container(&id, |s| {
             s.resources = Some(linux);
             Ok::<_, Error>(())

@@ -4,8 +4,9 @@
 //! of the same config answers with that object; any other holder is a conflict.
 
 use std::fmt::Display;
+use std::future::Future;
 
-use super::error::Result;
+use super::error::{Error, Result};
 use crate::store::{Phase, Registrar};
 
 /// What reserving a name found.
@@ -45,6 +46,34 @@ where
             Phase::Committed if same(&other) => return Ok(Reservation::Existing(other)),
             Phase::Committed => return Err(err.into()),
             Phase::Released | Phase::Pending => continue,
+        }
+    }
+}
+
+/// Runs a create whose name is reserved to its end, in a task of its own: a client that
+/// gives up must not cut it short (its retry waits for this result). Commits the name
+/// when the create succeeds and releases it when it fails.
+pub async fn run_to_end<K>(
+    names: &Registrar<K>,
+    name: &str,
+    key: &K,
+    what: &'static str,
+    work: impl Future<Output = Result<()>> + Send + 'static,
+) -> Result<()>
+where
+    K: Clone + PartialEq + Display,
+{
+    let result = tokio::spawn(work)
+        .await
+        .map_err(|source| Error::Task { what, source })?;
+    match result {
+        Ok(()) => {
+            names.commit(name, key);
+            Ok(())
+        }
+        Err(err) => {
+            names.release_held(name, key);
+            Err(err)
         }
     }
 }

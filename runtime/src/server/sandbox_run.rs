@@ -62,29 +62,18 @@ pub async fn run_pod_sandbox(
             pod_sandbox_id: other.to_string(),
         });
     }
-    // Run to the end even if the client gives up: its retry waits for this result.
-    let task = tokio::spawn(run(
-        Arc::clone(ctx),
-        id.clone(),
-        config,
-        req.runtime_handler,
-    ));
-    let result = task.await.map_err(|source| Error::Task {
-        what: "run pod sandbox",
-        source,
-    })?;
-    match result {
-        Ok(()) => {
-            ctx.store.sandbox_names().commit(&name, &id);
-            Ok(RunPodSandboxResponse {
-                pod_sandbox_id: id.to_string(),
-            })
-        }
-        Err(err) => {
-            ctx.store.sandbox_names().release_held(&name, &id);
-            Err(err)
-        }
-    }
+    let work = run(Arc::clone(ctx), id.clone(), config, req.runtime_handler);
+    names::run_to_end(
+        ctx.store.sandbox_names(),
+        &name,
+        &id,
+        "run pod sandbox",
+        work,
+    )
+    .await?;
+    Ok(RunPodSandboxResponse {
+        pod_sandbox_id: id.to_string(),
+    })
 }
 
 async fn run(

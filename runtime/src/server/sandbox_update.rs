@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crust_proto::cri::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse};
-use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
 
 use super::Context;
-use super::error::{Error, Result, blocking};
+use super::cgroups;
+use super::error::{Error, Result};
 use super::sandboxes;
 use crate::spec;
 use crate::store::SandboxState;
@@ -37,29 +37,6 @@ pub async fn update_pod_sandbox_resources(
     }
     let resources = spec::linux_resources(m.id.as_str(), &linux, &ctx.host)?;
     let cgroup = PathBuf::from(sandboxes::pod_cgroup(m));
-    let id = m.id.to_string();
-    blocking("update pod resources", move || {
-        let manager = create_cgroup_manager(CgroupConfig {
-            cgroup_path: cgroup.clone(),
-            systemd_cgroup: false,
-            container_name: id,
-        })
-        .map_err(|e| Error::Internal {
-            what: what.clone(),
-            message: format!("cgroup {}: {e}", cgroup.display()),
-        })?;
-        manager
-            .apply(&ControllerOpt {
-                resources: &resources,
-                disable_oom_killer: false,
-                oom_score_adj: None,
-                freezer_state: None,
-            })
-            .map_err(|e| Error::Internal {
-                what,
-                message: format!("apply resources to cgroup {}: {e}", cgroup.display()),
-            })
-    })
-    .await?;
+    cgroups::apply(what, cgroup, resources).await?;
     Ok(UpdatePodSandboxResourcesResponse {})
 }
