@@ -2,8 +2,11 @@
 //! output, exit and pty size travel over one bidirectional call.
 //!
 //! The process gets pipes, or with a tty a new pty whose master arrives over a console
-//! socket (`tty.sock` in the state dir: bound, used and removed without an `.await`
-//! in between, so one name serves every exec of the single-threaded shim). Its output
+//! socket (`tty.sock` in the state dir: bound, used and removed without an `.await` in
+//! between, so one name serves every exec of the single-threaded shim). libcontainer
+//! opens the pty without a size and starts the process at once, so the first size is
+//! set as a resize, with SIGWINCH: a program that reads the size in its first
+//! milliseconds can still see 0x0. Its output
 //! goes to the caller as it comes; once the process has been reaped and its output is
 //! drained (or [`IO_DRAIN`] has passed) the exit code is the last message. If the
 //! caller goes away first, the process group is killed.
@@ -132,7 +135,10 @@ fn start(task: &Task, spec: &ExecSpec) -> Result<Started> {
         .receive_master_within(CONSOLE_WAIT)
         .map_err(kill_on_err)?;
     if spec.size.0 > 0 && spec.size.1 > 0 {
+        // libcontainer opens the pty without a size and the process may already run:
+        // size it now and tell the process, as a resize would.
         let _ = io::resize(&master, spec.size.0, spec.size.1);
+        let _ = container::signal_pid(Pid::from_raw(-pid.as_raw()), nix::libc::SIGWINCH);
     }
     let dup = |m: &std::os::fd::OwnedFd| m.try_clone();
     let stdin = if spec.stdin {
@@ -257,14 +263,10 @@ async fn relay_input(
     }
 }
 
-/// Ends the process's stdin: a pipe is closed; on a pty (which has no end of file of
-/// its own) an EOT is typed, as a terminal user would.
-async fn close_stdin(stdin: &mut Option<FdWriter>, pty: Option<&std::os::fd::OwnedFd>) {
-    if let Some(w) = stdin.take()
-        && pty.is_some()
-    {
-        let _ = w.write_all(&[0x04]).await;
-    }
+/// Ends the process's stdin: a pipe is closed (end of file). A pty has no end of file
+/// of its own and stays as it is, as containerd leaves it.
+async fn close_stdin(stdin: &mut Option<FdWriter>, _pty: Option<&std::os::fd::OwnedFd>) {
+    stdin.take();
 }
 
 /// Sends one output stream to the caller until end of file.

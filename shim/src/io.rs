@@ -209,11 +209,22 @@ impl ConsoleSocket {
         let conn = loop {
             match self.listener.accept() {
                 Ok((conn, _)) => break conn,
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        let _ = std::fs::remove_file(&self.path);
+                        return Err(e);
+                    }
+                    // Wake the moment the process connects: what follows (the pty's
+                    // size) races with the process's own start.
+                    let mut pfd = nix::libc::pollfd {
+                        fd: self.listener.as_raw_fd(),
+                        events: nix::libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                    // SAFETY: poll reads and writes the one pollfd given.
+                    unsafe { nix::libc::poll(&mut pfd, 1, ms.max(1)) };
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&self.path);

@@ -4,6 +4,7 @@
 //! becomes the session's status. The relays here serve attach too.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use crust_proto::cri::{ExecRequest, ExecResponse};
@@ -23,6 +24,11 @@ use crate::streaming::{self, Request, SessionError, SessionIo, TermSize};
 
 /// Messages to a shim in flight.
 const INPUT_BACKLOG: usize = 16;
+
+/// How long a tty exec waits for the client's first terminal size before it starts:
+/// client-go sends it as soon as its streams are up, and a process that starts first
+/// sees a 0x0 terminal.
+const FIRST_SIZE_WAIT: Duration = Duration::from_millis(200);
 
 /// Checks which streams a remote command asks for, as kubelet's streaming server does.
 pub(super) fn check_streams(
@@ -90,14 +96,25 @@ pub async fn run_exec(
 ) -> std::result::Result<(), SessionError> {
     let failed = |e: Error| SessionError::Failed(e.to_string());
     let (id, socket) = running_shim(ctx, &req.container_id, "exec in").map_err(failed)?;
+    let mut io = io;
+    let mut size = TermSize {
+        width: 0,
+        height: 0,
+    };
+    if let Some(resize) = io.resize.as_mut().filter(|_| req.tty)
+        && let Ok(Some(first)) = tokio::time::timeout(FIRST_SIZE_WAIT, resize.recv()).await
+    {
+        size = first;
+    }
+    tracing::debug!(id = %req.container_id, ?size, tty = req.tty, "exec session starts");
     let (tx, rx) = mpsc::channel(INPUT_BACKLOG);
     let start = ExecStart {
         args: req.cmd.clone(),
         env: Vec::new(),
         tty: req.tty,
         stdin: req.stdin,
-        width: 0,
-        height: 0,
+        width: size.width.into(),
+        height: size.height.into(),
     };
     let kind = |k| ExecInput { kind: Some(k) };
     let _ = tx.send(kind(exec_input::Kind::Start(start))).await;
