@@ -60,6 +60,9 @@ cleanup() {
     "$crictl" -r "unix://$sock" rmp --all --force >>"$log" 2>&1
     kill -TERM "$crustd_pid" 2>/dev/null && wait "$crustd_pid" 2>/dev/null
     ip link del crustbx0 2>/dev/null
+    # crustd's pins (namespaces, /dev/shm) are mounts under its dirs.
+    awk -v p="$tmp/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null; done
   fi
   if [ -n "$peer_pod" ]; then
     "$crictl" -r "unix://$peer_sock" rmp --force "$peer_pod" >>"$log" 2>&1
@@ -130,8 +133,8 @@ EOF
  "command": ["sleep", "3600"], "log_path": "sleeper.log", "linux": {}}
 EOF
   cri "$s" pull "$image" >>"$log" 2>&1
-  pod="$(cri "$s" runp "$tmp/$name-pod.json")"
-  ctr="$(cri "$s" create "$pod" "$tmp/$name-ctr.json" "$tmp/$name-pod.json")"
+  pod="$(cri "$s" runp "$tmp/$name-pod.json" 2>>"$log")"
+  ctr="$(cri "$s" create "$pod" "$tmp/$name-ctr.json" "$tmp/$name-pod.json" 2>>"$log")"
   cri "$s" start "$ctr" >>"$log" 2>&1
   echo "$pod $ctr"
 }
