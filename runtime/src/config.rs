@@ -67,6 +67,8 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// The `[image]` table.
     pub image: ImageConfig,
+    /// The `[streaming]` table.
+    pub streaming: StreamingConfig,
 }
 
 impl Default for Config {
@@ -80,6 +82,7 @@ impl Default for Config {
             network: NetworkConfig::default(),
             registry: RegistryConfig::default(),
             image: ImageConfig::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -146,7 +149,8 @@ impl Config {
         self.cgroup.validate()?;
         self.network.validate()?;
         self.registry.validate()?;
-        self.image.validate()
+        self.image.validate()?;
+        self.streaming.validate()
     }
 }
 
@@ -337,6 +341,46 @@ impl ImageConfig {
     }
 }
 
+/// The `[streaming]` table: the HTTP server behind Exec, Attach and PortForward.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// The IP address it listens on.
+    pub address: String,
+    /// Its TCP port; 0 picks a free one at each start.
+    pub port: u16,
+    /// Seconds a streaming URL stays usable (it is usable once).
+    pub token_expiry: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        // Loopback and a free port, as containerd's CRI plugin defaults to: kubelet
+        // only follows the URL each call returns, so no fixed port is needed.
+        StreamingConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_expiry: 60,
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// The address must be an IP; URLs must live a while.
+    pub fn validate(&self) -> Result<()> {
+        if self.address.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "streaming.address",
+                format!("{:?} is not an IP address", self.address),
+            ));
+        }
+        if self.token_expiry == 0 {
+            return Err(invalid("streaming.token_expiry", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
 fn valid_host(field: &str, host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host
@@ -406,6 +450,16 @@ min_throughput = {min_throughput}
 max_concurrent_downloads = {max_concurrent_downloads}
 # Images reported as pinned (kubelet never garbage collects them), e.g. ["registry.k8s.io/pause:3.9"].
 pinned_images = []
+
+[streaming]
+# The IP address of the HTTP server behind Exec, Attach and PortForward (SPDY and
+# WebSocket). Loopback by default: kubelet reaches it on the node.
+address = {streaming_address:?}
+# Its TCP port; 0 picks a free one at each start (kubelet follows the URL each call
+# returns, so no fixed port is needed).
+port = {streaming_port}
+# Seconds a streaming URL stays usable; each URL is usable once.
+token_expiry = {token_expiry}
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
@@ -418,6 +472,9 @@ pinned_images = []
         stall_timeout = d.image.stall_timeout,
         min_throughput = d.image.min_throughput,
         max_concurrent_downloads = d.image.max_concurrent_downloads,
+        streaming_address = d.streaming.address,
+        streaming_port = d.streaming.port,
+        token_expiry = d.streaming.token_expiry,
     )
 }
 
@@ -513,6 +570,8 @@ mod tests {
             ),
             ("[registry]\ninsecure = [\"a b\"]", "registry.insecure"),
             ("[image]\nstall_timeout = 0", "image.stall_timeout"),
+            ("[streaming]\naddress = \"localhost\"", "streaming.address"),
+            ("[streaming]\ntoken_expiry = 0", "streaming.token_expiry"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap().validate().unwrap_err();

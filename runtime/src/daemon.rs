@@ -81,6 +81,9 @@ pub enum Error {
     /// The host's facts could not be read.
     #[error("read host facts: {0}")]
     HostFacts(std::io::Error),
+    /// The streaming server could not start.
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::Error),
     /// The gRPC server failed.
     #[error("serve: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -109,6 +112,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
     let host = HostFacts::detect().map_err(Error::HostFacts)?;
+    let streaming = crate::streaming::Server::bind(
+        &config.streaming.address,
+        config.streaming.port,
+        Duration::from_secs(config.streaming.token_expiry),
+    )
+    .await?;
     let ctx = Arc::new(Context {
         shim_path: shims::locate(),
         paths: Paths::new(&config.root, &config.state),
@@ -120,6 +129,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         shims: Default::default(),
         events: Default::default(),
         cpu: Default::default(),
+        streaming: streaming.streamer(),
     });
     let report = recover::recover(&ctx).await;
     tracing::info!(
@@ -129,6 +139,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         leftovers = report.leftovers,
         "recovered"
     );
+    if let Ok(addr) = streaming.local_addr() {
+        tracing::info!(%addr, "streaming server listening");
+    }
+    let streaming =
+        tokio::spawn(streaming.serve(Arc::clone(&ctx) as Arc<dyn crate::streaming::Runtime>));
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
 
@@ -162,6 +177,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     };
+    streaming.abort();
     let _ = fs::remove_file(&socket);
     served?;
     tracing::info!("crustd stopped");

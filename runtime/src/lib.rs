@@ -16,3 +16,4 @@ pub mod shims;
 pub mod spec;
 pub mod stats;
 pub mod store;
+pub mod streaming;

@@ -385,8 +385,8 @@ pub struct ExecOptions<'a> {
     pub args: Vec<String>,
     /// Extra environment over the container's.
     pub env: HashMap<String, String>,
-    /// The process's stdio.
-    pub stdio: ChildStdio,
+    /// The process's stdio: pipes, or a console socket for a new pty.
+    pub stdio: InitStdio,
     /// A process.json to run instead of building one from `args` and `env` (which are
     /// then ignored).
     pub process: Option<&'a Path>,
@@ -396,12 +396,17 @@ pub struct ExecOptions<'a> {
 
 /// Starts a process in the running container; returns its pid (a child of the shim).
 pub fn exec(opts: ExecOptions<'_>) -> Result<Pid> {
-    let pid = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
+    let mut builder = ContainerBuilder::new(opts.id.to_owned(), SyscallType::default())
         .with_executor(ExecSeccomp(opts.seccomp.cloned()))
-        .with_root_path(opts.root)?
-        .with_stdin(opts.stdio.stdin)
-        .with_stdout(opts.stdio.stdout)
-        .with_stderr(opts.stdio.stderr)
+        .with_root_path(opts.root)?;
+    builder = match opts.stdio {
+        InitStdio::Pipes(stdio) => builder
+            .with_stdin(stdio.stdin)
+            .with_stdout(stdio.stdout)
+            .with_stderr(stdio.stderr),
+        InitStdio::Console(path) => builder.with_console_socket(Some(path)),
+    };
+    let pid = builder
         .as_tenant()
         .with_container_args(opts.args)
         .with_env(opts.env)

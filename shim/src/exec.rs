@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 use tokio::sync::oneshot;
 
-use crate::container::{self, ExecOptions};
+use crate::container::{self, ExecOptions, InitStdio};
 use crate::io::{self, FdReader};
 use crate::task::{Result, Task, TaskError};
 
@@ -71,7 +71,7 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
     };
     let (child, shim) = io::pipes(false).map_err(io_err)?;
     let process_file = match task.process() {
-        Some(init) => Some(write_process(task, init, &req.args, &env).map_err(io_err)?),
+        Some(init) => Some(write_process(task, init, &req.args, &env, false).map_err(io_err)?),
         None => None,
     };
     let opts = ExecOptions {
@@ -79,7 +79,7 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
         root: task.root(),
         args: req.args,
         env,
-        stdio: child,
+        stdio: InitStdio::Pipes(child),
         process: process_file.as_deref(),
         seccomp: task.seccomp(),
     };
@@ -127,7 +127,7 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
 
 /// Waits for the exit; on timeout kills the process group and waits for the reap.
 /// Returns the exit code and whether it timed out.
-async fn wait_or_kill(
+pub(crate) async fn wait_or_kill(
     pid: Pid,
     mut exited: oneshot::Receiver<i32>,
     timeout: Option<Duration>,
@@ -169,13 +169,14 @@ async fn read_capped(r: &FdReader, out: &mut Vec<u8>) {
 }
 
 /// Writes the exec's process.json: the init's process (user, cwd, capabilities,
-/// rlimits, no_new_privileges) with `args`, `env` over the init's environment, and no
-/// terminal. Returns its path, unique per exec.
-fn write_process(
+/// rlimits, no_new_privileges) with `args`, `env` over the init's environment, and a
+/// terminal if `terminal`. Returns its path, unique per exec.
+pub(crate) fn write_process(
     task: &Task,
     init: &Process,
     args: &[String],
     env: &HashMap<String, String>,
+    terminal: bool,
 ) -> std::io::Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut process = init.clone();
@@ -188,7 +189,7 @@ fn write_process(
     process
         .set_args(Some(args.to_vec()))
         .set_env(Some(vars))
-        .set_terminal(Some(false))
+        .set_terminal(Some(terminal))
         .set_console_size(None);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = task.state_dir().join(format!("exec-{n}.json"));
@@ -198,7 +199,7 @@ fn write_process(
 }
 
 /// Parses "KEY=value" strings.
-fn parse_env(env: &[String]) -> std::result::Result<HashMap<String, String>, String> {
+pub(crate) fn parse_env(env: &[String]) -> std::result::Result<HashMap<String, String>, String> {
     env.iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),

@@ -15,6 +15,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::unistd::pipe2;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::broadcast;
 
 use crate::log::{LineSplitter, LogFile, Stream};
 
@@ -79,8 +80,7 @@ pub struct FdReader(AsyncFd<OwnedFd>);
 impl FdReader {
     /// Makes `fd` non-blocking and registers it with the runtime.
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
-        let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        set_nonblocking(&fd)?;
         // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open while registered.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? };
         Ok(Self(fd))
@@ -103,8 +103,53 @@ impl FdReader {
     }
 }
 
-/// Copies one container stream into the CRI log until end of file.
-pub async fn copy_to_log(reader: FdReader, stream: Stream, log: Arc<Mutex<LogFile>>) {
+/// Writes to a pipe or pty master without blocking the runtime.
+#[derive(Debug)]
+pub struct FdWriter(AsyncFd<OwnedFd>);
+
+impl FdWriter {
+    /// Makes `fd` non-blocking and registers it with the runtime.
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        set_nonblocking(&fd)?;
+        // SAFETY: the AsyncFd owns the OwnedFd, so the fd stays open while registered.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::WRITABLE)? };
+        Ok(Self(fd))
+    }
+
+    /// Writes all of `data`.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.0.writable().await?;
+            let res =
+                guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(io::Error::from));
+            match res {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// One chunk of the init's output, as attaches get it.
+pub type Chunk = (Stream, Arc<[u8]>);
+
+/// Copies one container stream into the CRI log until end of file; with a `tap`,
+/// every chunk also goes to the attaches subscribed to it.
+pub async fn copy_to_log(
+    reader: FdReader,
+    stream: Stream,
+    log: Arc<Mutex<LogFile>>,
+    tap: Option<broadcast::Sender<Chunk>>,
+) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; READ_BUF];
     loop {
@@ -116,6 +161,9 @@ pub async fn copy_to_log(reader: FdReader, stream: Stream, log: Arc<Mutex<LogFil
                 break;
             }
         };
+        if let Some(tap) = tap.as_ref().filter(|t| t.receiver_count() > 0) {
+            let _ = tap.send((stream, Arc::from(&buf[..n])));
+        }
         let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
         splitter.push(&buf[..n], &mut |tag, c| log.write_record(stream, tag, c));
     }
@@ -149,9 +197,44 @@ impl ConsoleSocket {
     /// Takes the pty master that the init process has sent by now (libcontainer's
     /// create returns after the init connected and sent it), and removes the socket.
     pub fn receive_master(self) -> io::Result<OwnedFd> {
+        self.receive_master_within(std::time::Duration::ZERO)
+    }
+
+    /// Like [`receive_master`](Self::receive_master), but waits up to `limit` for the
+    /// process to connect. It blocks the shim's thread meanwhile: only for a process
+    /// that libcontainer has already started.
+    pub fn receive_master_within(self, limit: std::time::Duration) -> io::Result<OwnedFd> {
         self.listener.set_nonblocking(true)?;
-        let (conn, _) = self.listener.accept()?;
+        let deadline = std::time::Instant::now() + limit;
+        let conn = loop {
+            match self.listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        let _ = std::fs::remove_file(&self.path);
+                        return Err(e);
+                    }
+                    // Wake the moment the process connects: what follows (the pty's
+                    // size) races with the process's own start.
+                    let mut pfd = nix::libc::pollfd {
+                        fd: self.listener.as_raw_fd(),
+                        events: nix::libc::POLLIN,
+                        revents: 0,
+                    };
+                    let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                    // SAFETY: poll reads and writes the one pollfd given.
+                    unsafe { nix::libc::poll(&mut pfd, 1, ms.max(1)) };
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&self.path);
+                    return Err(e);
+                }
+            }
+        };
         let _ = std::fs::remove_file(&self.path);
+        conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
         let mut data = [0u8; 256];
         let mut iov = [IoSliceMut::new(&mut data)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
@@ -212,7 +295,7 @@ mod tests {
         drop(child.stderr);
         rt.block_on(async {
             let r = FdReader::new(shim.stdout).unwrap();
-            copy_to_log(r, Stream::Stdout, Arc::clone(&log)).await;
+            copy_to_log(r, Stream::Stdout, Arc::clone(&log), None).await;
         });
         let text = std::fs::read_to_string(&path).unwrap();
         let recs: Vec<_> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();

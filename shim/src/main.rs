@@ -11,9 +11,11 @@
 //! its log in `<state>/shim.log`) and exits 0 once the container is created and the
 //! socket is ready, or 1 with the error as one line on stderr.
 
+mod attach;
 mod container;
 mod diag;
 mod exec;
+mod exec_io;
 mod exit;
 mod io;
 mod log;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crust_proto::shim::shim_server::{Shim, ShimServer};
+use crust_proto::shim::{AttachInput, ExecInput, IoOutput, attach_input, exec_input};
 use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest,
     ReopenLogResponse, ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse,
@@ -13,11 +14,17 @@ use crust_proto::shim::{
     WaitResponse,
 };
 use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tonic::{Request, Response, Status, Streaming};
 
+use crate::attach::{self, AttachSpec};
 use crate::exec::{self, ExecRequest};
+use crate::exec_io::{self, ExecSpec};
 use crate::task::{Phase, Task, TaskError};
+
+/// Messages of output an exec or attach call may have in flight.
+const OUTPUT_BACKLOG: usize = 16;
 
 /// How long in-flight calls may finish after a shutdown before the shim exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -49,6 +56,57 @@ impl ShimService {
 
 #[tonic::async_trait]
 impl Shim for ShimService {
+    type ExecStream = ReceiverStream<Result<IoOutput, Status>>;
+    type AttachStream = ReceiverStream<Result<IoOutput, Status>>;
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut input = req.into_inner();
+        let Some(exec_input::Kind::Start(start)) = input.message().await?.and_then(|m| m.kind)
+        else {
+            return Err(Status::invalid_argument(
+                "exec: the first message must be start",
+            ));
+        };
+        let spec = ExecSpec {
+            args: start.args,
+            env: start.env,
+            tty: start.tty,
+            stdin: start.stdin,
+            size: (
+                u16::try_from(start.width).unwrap_or(u16::MAX),
+                u16::try_from(start.height).unwrap_or(u16::MAX),
+            ),
+        };
+        let (tx, rx) = mpsc::channel(OUTPUT_BACKLOG);
+        tokio::spawn(exec_io::run(Arc::clone(&self.task), spec, input, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<AttachInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let mut input = req.into_inner();
+        let Some(attach_input::Kind::Start(start)) = input.message().await?.and_then(|m| m.kind)
+        else {
+            return Err(Status::invalid_argument(
+                "attach: the first message must be start",
+            ));
+        };
+        let spec = AttachSpec {
+            stdin: start.stdin,
+            stdout: start.stdout,
+            stderr: start.stderr,
+            stdin_once: start.stdin_once,
+        };
+        let (tx, rx) = mpsc::channel(OUTPUT_BACKLOG);
+        tokio::spawn(attach::run(Arc::clone(&self.task), spec, input, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn state(&self, _: Request<StateRequest>) -> Result<Response<StateResponse>, Status> {
         let s = self.task.snapshot();
         let status = match s.phase {

@@ -17,14 +17,17 @@ use std::time::Duration;
 
 use libcontainer::container::Container;
 use nix::unistd::Pid;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::container::{self, CreateOptions, HostLimits, InitStdio};
 use crate::exit::{self, ExitInfo, OomCounter};
-use crate::io::{self, ConsoleSocket, FdReader};
+use crate::io::{self, Chunk, ConsoleSocket, FdReader, FdWriter};
 use crate::log::{LogFile, Stream};
 use crate::reaper::Reaper;
+
+/// Chunks of output an attach may fall behind by before it misses some.
+const ATTACH_BACKLOG: usize = 256;
 
 /// How long the exit waits for the container's output to reach end of file: processes
 /// outside the init's pid namespace may keep the pipes open.
@@ -153,8 +156,11 @@ pub struct Task {
     exit_tx: watch::Sender<Option<ExitInfo>>,
     log: Arc<Mutex<LogFile>>,
     pty: Option<OwnedFd>,
-    /// Kept open so the container never sees end of file on stdin (attach writes here).
-    _stdin: Option<OwnedFd>,
+    /// The init's stdin (pipe or pty master), kept open so the container never sees end
+    /// of file on stdin; attaches write here. Taken when a stdin_once attach ends.
+    stdin: tokio::sync::Mutex<Option<Arc<FdWriter>>>,
+    /// The init's output for attaches; None once the output is closed.
+    output: Mutex<Option<broadcast::Sender<Chunk>>>,
     oom: OomCounter,
     reaper: Arc<Reaper>,
     shutdown: watch::Sender<bool>,
@@ -241,7 +247,8 @@ impl Task {
             exit_tx: watch::Sender::new(None),
             log: Arc::new(Mutex::new(log)),
             pty: None,
-            _stdin: None,
+            stdin: tokio::sync::Mutex::new(None),
+            output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
             oom,
             reaper,
             shutdown: watch::Sender::new(false),
@@ -250,7 +257,7 @@ impl Task {
         };
         let copiers = match shim_side {
             ShimSide::Pipes(shim) => task.attach_pipes(shim),
-            ShimSide::Console(sock) => task.attach_pty(sock),
+            ShimSide::Console(sock) => task.attach_pty(sock, cfg.stdin),
         };
         let copiers = match copiers {
             Ok(c) => c,
@@ -266,25 +273,73 @@ impl Task {
         Ok(task)
     }
 
+    fn tap(&self) -> Option<broadcast::Sender<Chunk>> {
+        lock(&self.output).clone()
+    }
+
     fn attach_pipes(&mut self, shim: io::ShimStdio) -> std::io::Result<Vec<JoinHandle<()>>> {
-        self._stdin = shim.stdin;
+        if let Some(fd) = shim.stdin {
+            *self.stdin.get_mut() = Some(Arc::new(FdWriter::new(fd)?));
+        }
         let out = FdReader::new(shim.stdout)?;
         let err = FdReader::new(shim.stderr)?;
+        let log = &self.log;
         Ok(vec![
-            tokio::spawn(io::copy_to_log(out, Stream::Stdout, Arc::clone(&self.log))),
-            tokio::spawn(io::copy_to_log(err, Stream::Stderr, Arc::clone(&self.log))),
+            tokio::spawn(io::copy_to_log(
+                out,
+                Stream::Stdout,
+                Arc::clone(log),
+                self.tap(),
+            )),
+            tokio::spawn(io::copy_to_log(
+                err,
+                Stream::Stderr,
+                Arc::clone(log),
+                self.tap(),
+            )),
         ])
     }
 
-    fn attach_pty(&mut self, sock: ConsoleSocket) -> std::io::Result<Vec<JoinHandle<()>>> {
+    fn attach_pty(
+        &mut self,
+        sock: ConsoleSocket,
+        stdin: bool,
+    ) -> std::io::Result<Vec<JoinHandle<()>>> {
         let master = sock.receive_master()?;
         self.pty = Some(master.try_clone()?);
+        if stdin {
+            *self.stdin.get_mut() = Some(Arc::new(FdWriter::new(master.try_clone()?)?));
+        }
         let reader = FdReader::new(master)?;
         Ok(vec![tokio::spawn(io::copy_to_log(
             reader,
             Stream::Stdout,
             Arc::clone(&self.log),
+            self.tap(),
         ))])
+    }
+
+    /// Subscribes to the init's output; None once it is closed.
+    pub fn subscribe_output(&self) -> Option<broadcast::Receiver<Chunk>> {
+        lock(&self.output)
+            .as_ref()
+            .map(broadcast::Sender::subscribe)
+    }
+
+    /// The init's stdin, if it has one that is still open.
+    pub async fn stdin(&self) -> Option<Arc<FdWriter>> {
+        self.stdin.lock().await.clone()
+    }
+
+    /// Closes the init's stdin (for stdin_once): it sees end of file once no attach
+    /// holds it any more.
+    pub async fn close_stdin(&self) {
+        self.stdin.lock().await.take();
+    }
+
+    /// Whether the container has a pty.
+    pub fn has_tty(&self) -> bool {
+        self.pty.is_some()
     }
 
     /// Records the init's exit: waits for the reaper, then for the output, then
@@ -310,6 +365,8 @@ impl Task {
         if tokio::time::timeout(IO_DRAIN, drain).await.is_err() {
             tracing::warn!(id = %self.id, "container output still open after exit");
         }
+        // Attaches end once the copiers, which hold the other senders, have ended.
+        lock(&self.output).take();
         let oom_killed = self.oom.oom_killed();
         let info = ExitInfo {
             exit_code: code,

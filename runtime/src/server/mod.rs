@@ -3,8 +3,10 @@
 //! request through `instrument::call` to that function.
 
 pub mod cgroups;
+pub mod container_attach;
 pub mod container_create;
 pub mod container_events;
+pub mod container_exec;
 pub mod container_exec_sync;
 pub mod container_list;
 pub mod container_remove;
@@ -27,6 +29,7 @@ pub mod runtime_version;
 pub mod sampling;
 pub mod sandbox_list;
 pub mod sandbox_metrics;
+pub mod sandbox_port_forward;
 pub mod sandbox_remove;
 pub mod sandbox_run;
 pub mod sandbox_stats;
@@ -79,6 +82,8 @@ pub struct Context {
     pub events: Events,
     /// The previous CPU sample of each container and pod, for CPU rates.
     pub cpu: CpuRates,
+    /// The streaming server's URLs for Exec, Attach and PortForward.
+    pub streaming: Arc<crate::streaming::Streamer>,
 }
 
 impl Context {
@@ -346,16 +351,25 @@ impl RuntimeService for CriService {
         self.call("ExecSync", &id, Verbosity::Change, body).await
     }
 
-    async fn exec(&self, _: Request<ExecRequest>) -> Rpc<ExecResponse> {
-        self.not_built("Exec").await
+    async fn exec(&self, r: Request<ExecRequest>) -> Rpc<ExecResponse> {
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_exec::exec(&self.ctx, req);
+        self.call("Exec", &id, Verbosity::Change, body).await
     }
 
-    async fn attach(&self, _: Request<AttachRequest>) -> Rpc<AttachResponse> {
-        self.not_built("Attach").await
+    async fn attach(&self, r: Request<AttachRequest>) -> Rpc<AttachResponse> {
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_attach::attach(&self.ctx, req);
+        self.call("Attach", &id, Verbosity::Change, body).await
     }
 
-    async fn port_forward(&self, _: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
-        self.not_built("PortForward").await
+    async fn port_forward(&self, r: Request<PortForwardRequest>) -> Rpc<PortForwardResponse> {
+        let req = r.into_inner();
+        let id = req.pod_sandbox_id.clone();
+        let body = sandbox_port_forward::port_forward(&self.ctx, req);
+        self.call("PortForward", &id, Verbosity::Change, body).await
     }
 
     async fn container_stats(

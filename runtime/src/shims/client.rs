@@ -8,12 +8,14 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crust_proto::shim::shim_client::ShimClient;
+use crust_proto::shim::{AttachInput, ExecInput, IoOutput};
 use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, ReopenLogRequest, ShutdownRequest,
     StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
@@ -151,6 +153,30 @@ impl Shim {
         match self.client.exec_sync(req).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.fail("exec", s)),
+        }
+    }
+
+    /// Runs a process with streamed stdio: `input` starts with its `start` message;
+    /// the answer is the output, ending with the exit.
+    pub async fn exec(
+        &mut self,
+        input: impl tonic::IntoStreamingRequest<Message = ExecInput>,
+    ) -> Result<Streaming<IoOutput>> {
+        match self.client.exec(input).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.fail("exec", s)),
+        }
+    }
+
+    /// Joins the init's stdio: `input` starts with its `start` message; the answer is
+    /// the output until the init's output closes.
+    pub async fn attach(
+        &mut self,
+        input: impl tonic::IntoStreamingRequest<Message = AttachInput>,
+    ) -> Result<Streaming<IoOutput>> {
+        match self.client.attach(input).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.fail("attach", s)),
         }
     }
 
