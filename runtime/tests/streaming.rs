@@ -263,7 +263,7 @@ fn usage(pid: u32) -> Usage {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "CreateContainer fails under this harness on the shared dev host (libcontainer: procfs failed mounting cgroup v1) while crictl against the same binaries works; run with --ignored"]
+#[ignore = "needs root, the CNI plugins, crictl and the local registry; scripts/test runs it"]
 async fn exec_attach_and_port_forward_over_both_transports() {
     let node = Node::start().await;
     let sleeper = node.container("sleeper", &["sleep", "3600"], false).await;
@@ -395,7 +395,7 @@ fn connect_retry(port: u16) -> std::net::TcpStream {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "CreateContainer fails under this harness on the shared dev host (libcontainer: procfs failed mounting cgroup v1) while crictl against the same binaries works; run with --ignored"]
+#[ignore = "needs root, the CNI plugins, crictl and the local registry; scripts/test runs it"]
 async fn many_exec_sessions_leave_nothing_behind() {
     let sessions: usize = std::env::var("CRUST_LEAK_SESSIONS")
         .ok()
