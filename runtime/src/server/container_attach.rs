@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Context;
-use super::container_exec::{AbortOnDrop, Relay, check_streams, relay_output, running_shim};
+use super::container_exec::{AbortOnDrop, Relay, check_streams, relay_output};
+use super::containers::running_shim;
 use super::error::Result;
 use crate::streaming::{Request, SessionError, SessionIo};
 

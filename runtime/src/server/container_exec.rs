@@ -18,8 +18,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::Context;
+use super::containers::running_shim;
 use super::error::{Error, Result};
-use crate::store::ContainerState;
 use crate::streaming::{self, Request, SessionError, SessionIo, TermSize};
 
 /// Messages to a shim in flight.
@@ -49,27 +49,6 @@ pub(super) fn check_streams(
         rpc,
         message: message.into(),
     })
-}
-
-/// The socket of a running container's shim, with the container's full id.
-pub(super) fn running_shim(
-    ctx: &Context,
-    container_id: &str,
-    op: &str,
-) -> Result<(String, std::path::PathBuf)> {
-    let c = ctx.store.resolve_container(container_id)?;
-    let id = c.metadata().id.to_string();
-    let status = c.status();
-    match (status.state, status.shim_socket) {
-        (ContainerState::Running, Some(socket)) => Ok((id, socket)),
-        (state, _) => Err(Error::FailedPrecondition {
-            what: format!("container {id}"),
-            message: format!(
-                "cannot {op} a container in state {}",
-                state.cri().as_str_name()
-            ),
-        }),
-    }
 }
 
 /// Answers the URL of an exec session.

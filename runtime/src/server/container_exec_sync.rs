@@ -8,8 +8,8 @@ use crust_proto::cri::{ExecSyncRequest, ExecSyncResponse};
 use crust_proto::shim;
 
 use super::Context;
+use super::containers::running_shim;
 use super::error::{Error, Result};
-use crate::store::ContainerState;
 
 /// Runs the command; DeadlineExceeded when the timeout passes.
 pub async fn exec_sync(ctx: &Arc<Context>, req: ExecSyncRequest) -> Result<ExecSyncResponse> {
@@ -25,24 +25,10 @@ pub async fn exec_sync(ctx: &Arc<Context>, req: ExecSyncRequest) -> Result<ExecS
             message: format!("timeout {} is negative", req.timeout),
         });
     }
-    let c = ctx.store.resolve_container(&req.container_id)?;
-    let id = c.metadata().id.clone();
-    let status = c.status();
-    let socket = match (status.state, status.shim_socket) {
-        (ContainerState::Running, Some(socket)) => socket,
-        (state, _) => {
-            return Err(Error::FailedPrecondition {
-                what: format!("container {id}"),
-                message: format!(
-                    "cannot exec in a container in state {}",
-                    state.cri().as_str_name()
-                ),
-            });
-        }
-    };
+    let (id, socket) = running_shim(ctx, &req.container_id, "exec in")?;
     let out = ctx
         .shims
-        .get(id.as_str(), &socket)
+        .get(&id, &socket)
         .exec_sync(shim::ExecSyncRequest {
             args: req.cmd.clone(),
             timeout: req.timeout,

@@ -87,6 +87,27 @@ pub async fn record_exit(ctx: &Arc<Context>, c: &Arc<Container>, exit: ExitFile)
     Ok(())
 }
 
+/// The socket of a running container's shim, with the container's full id.
+pub fn running_shim(
+    ctx: &Context,
+    container_id: &str,
+    op: &str,
+) -> Result<(String, std::path::PathBuf)> {
+    let c = ctx.store.resolve_container(container_id)?;
+    let id = c.metadata().id.to_string();
+    let status = c.status();
+    match (status.state, status.shim_socket) {
+        (ContainerState::Running, Some(socket)) => Ok((id, socket)),
+        (state, _) => Err(Error::FailedPrecondition {
+            what: format!("container {id}"),
+            message: format!(
+                "cannot {op} a container in state {}",
+                state.cri().as_str_name()
+            ),
+        }),
+    }
+}
+
 /// The exit of a container whose shim is gone: its exit file, else an unknown end.
 fn exit_of_gone_shim(c: &Container) -> ExitFile {
     shims::read_exit_file(&c.metadata().state_dir).unwrap_or(ExitFile {
