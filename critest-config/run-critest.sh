@@ -5,9 +5,10 @@
 # `critest: N passed, N failed, N skipped`, and fails when a spec fails that
 # known-failures.txt does not list.
 #
-# Usage: run-critest.sh [--crustd PATH] [--keep] [-- CRITEST_ARGS...]
+# Usage: run-critest.sh [--crustd PATH] [--keep] [--focused] [-- CRITEST_ARGS...]
 #   --crustd PATH  the crustd binary (default: target/debug/crustd)
 #   --keep         keep the temporary dir (logs, junit.xml) even on success
+#   --focused      CRITEST_ARGS focus on some specs: the others are skipped by design
 #   CRITEST_ARGS   passed on, e.g. --ginkgo.focus='image'
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -16,11 +17,13 @@ need_root
 
 crustd="$CRUST_TOP/target/debug/crustd"
 keep=0
+focused=()
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --crustd) crustd="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --focused) focused=(--focused); shift ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
@@ -89,7 +92,7 @@ if ! kill -0 "$pid" 2>/dev/null; then
   exit 1
 fi
 [ -s "$tmp/junit.xml" ] || { tail -n 80 "$tmp/critest.log" >&2; die "critest wrote no junit report"; }
-if ! python3 "$here/junit-report.py" "$tmp/junit.xml" "$here/known-failures.txt"; then
+if ! python3 "$here/junit-report.py" "${focused[@]}" "$tmp/junit.xml" "$here/known-failures.txt"; then
   echo "--- crustd log (last lines)" >&2
   tail -n 40 "$tmp/crustd.log" >&2
   exit 1
