@@ -3,7 +3,10 @@
 # pulling the same multi-layer image (about 100 MB of gzip'd layers, built from
 # Debian packages by images/build.py) from the local registry, in the same run.
 #
-# Usage: bench-pull.sh [--rounds N]    (default 3 rounds)
+# Usage: bench-pull.sh [--rounds N] [--tsv FILE]
+#   --rounds N   pulls per runtime (default 3)
+#   --tsv FILE   also keep the raw results there (one line per pull: runtime,
+#                round, wall ms, RSS before, peak RSS, RSS after (KiB), logged ms)
 #
 # Installs what it needs, builds crustd (release) when cargo finds it out of date,
 # starts the local registry (registry.sh), a throwaway crustd (temp root, state
@@ -23,11 +26,17 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 rounds=3
+tsv=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds)
       [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "$0: --rounds needs a number above 0" >&2; exit 2; }
       rounds="$2"
+      shift 2
+      ;;
+    --tsv)
+      [ $# -ge 2 ] || { echo "$0: --tsv needs a file" >&2; exit 2; }
+      tsv="$2"
       shift 2
       ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -243,3 +252,4 @@ remove_containerd
 note="$rounds round(s), interleaved; page cache dropped before each pull"
 [ "$drop_caches" = 1 ] || note="$rounds round(s), interleaved; page cache NOT dropped (not permitted)"
 python3 "$report" table "$results" "$image (from $registry)" "$layers" "$bytes" "$note"
+[ -z "$tsv" ] || cp "$results" "$tsv"
