@@ -44,7 +44,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-bench-pull.XXXXXX")"
+# Short: crustd refuses a state dir too long for the shim sockets under it.
+tmp="$(mktemp -d /tmp/crust-bp.XXXXXX)"
 export CRUST_LOG_DIR="$tmp/logs"
 mkdir -p "$CRUST_LOG_DIR"
 . "$here/../scripts/lib.sh"
