@@ -124,7 +124,7 @@ fi
 step containerd-peer "$here/containerd-peer.sh" start
 containerd_pid=""
 for d in /proc/[0-9]*; do
-  if [ "$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)" = "containerd --config $peer_config " ]; then
+  if [ "$(tr '\0' ' ' 2>/dev/null <"$d/cmdline")" = "containerd --config $peer_config " ]; then
     containerd_pid="${d#/proc/}"
     break
   fi
