@@ -111,7 +111,9 @@ def main_rows(ra, rb, pulls, a, b):
         for q in ("p50", "p99"):
             both("%s %s" % (text, q), "ms", lambda r, k=key, q=q: lat(r, k, q))
     rows.append(("image pull ~100 MB, median wall", "ms", pulls.get(a), pulls.get(b)))
-    both("daemon RSS idle", "MiB", lambda r: mib(mem(r, "daemon_rss_idle_kib")))
+    both("daemon RSS at start, before the pull", "MiB",
+         lambda r: mib(mem(r, "daemon_rss_start_kib")))
+    both("daemon RSS idle, image pulled", "MiB", lambda r: mib(mem(r, "daemon_rss_idle_kib")))
     both("daemon RSS, %s containers" % fleet, "MiB", lambda r: mib(mem(r, "daemon_rss_fleet_kib")))
     both("daemon RSS, %s containers" % (2 * fleet if isinstance(fleet, int) else "?"), "MiB",
          lambda r: mib(mem(r, "daemon_rss_fleet_x2_kib")))

@@ -74,6 +74,8 @@ struct Args {
 
 #[derive(Debug, Default, Serialize)]
 struct Memory {
+    /// Daemon RSS when the benchmark connects, before it pulls the image.
+    daemon_rss_start_kib: Option<u64>,
     /// Daemon RSS with the image pulled and nothing running.
     daemon_rss_idle_kib: Option<u64>,
     /// Daemon RSS with `fleet` pods of one container each running.
@@ -253,6 +255,7 @@ async fn main() -> Result<()> {
     let mut cri = Cri::new(channel, &args.image, &log_dir, &run_id);
     let runtime = cri.version().await?;
     note(&format!("{}: {runtime} on {}", args.label, args.endpoint));
+    let rss_start = rss_kib(args.daemon_pid)?;
     cri.pull().await?;
 
     let wall = Instant::now();
@@ -263,7 +266,10 @@ async fn main() -> Result<()> {
         started: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         args: args.clone(),
         latency_ms: BTreeMap::new(),
-        memory: Memory::default(),
+        memory: Memory {
+            daemon_rss_start_kib: rss_start,
+            ..Default::default()
+        },
         daemon_cpu_ms: None,
         wall_ms: 0,
     };
