@@ -3,7 +3,10 @@
 # pulling the same multi-layer image (about 100 MB of gzip'd layers, built from
 # Debian packages by images/build.py) from the local registry, in the same run.
 #
-# Usage: bench-pull.sh [--rounds N]    (default 3 rounds)
+# Usage: bench-pull.sh [--rounds N] [--tsv FILE]
+#   --rounds N   pulls per runtime (default 3)
+#   --tsv FILE   also keep the raw results there (one line per pull: runtime,
+#                round, wall ms, RSS before, peak RSS, RSS after (KiB), logged ms)
 #
 # Installs what it needs, builds crustd (release) when cargo finds it out of date,
 # starts the local registry (registry.sh), a throwaway crustd (temp root, state
@@ -23,6 +26,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
 rounds=3
+tsv=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds)
@@ -30,12 +34,18 @@ while [ $# -gt 0 ]; do
       rounds="$2"
       shift 2
       ;;
+    --tsv)
+      [ $# -ge 2 ] || { echo "$0: --tsv needs a file" >&2; exit 2; }
+      tsv="$2"
+      shift 2
+      ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "$0: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-bench-pull.XXXXXX")"
+# Short: crustd refuses a state dir too long for the shim sockets under it.
+tmp="$(mktemp -d /tmp/crust-bp.XXXXXX)"
 export CRUST_LOG_DIR="$tmp/logs"
 mkdir -p "$CRUST_LOG_DIR"
 . "$here/../scripts/lib.sh"
@@ -114,7 +124,7 @@ fi
 step containerd-peer "$here/containerd-peer.sh" start
 containerd_pid=""
 for d in /proc/[0-9]*; do
-  if [ "$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null)" = "containerd --config $peer_config " ]; then
+  if [ "$(tr '\0' ' ' 2>/dev/null <"$d/cmdline")" = "containerd --config $peer_config " ]; then
     containerd_pid="${d#/proc/}"
     break
   fi
@@ -243,3 +253,4 @@ remove_containerd
 note="$rounds round(s), interleaved; page cache dropped before each pull"
 [ "$drop_caches" = 1 ] || note="$rounds round(s), interleaved; page cache NOT dropped (not permitted)"
 python3 "$report" table "$results" "$image (from $registry)" "$layers" "$bytes" "$note"
+[ -z "$tsv" ] || cp "$results" "$tsv"

@@ -1,0 +1,330 @@
+//! The CRI calls of the workload, as kubelet makes them for a plain pod: one
+//! client over the runtime's Unix socket, pods with their own PID namespace per
+//! container (kubelet's default), the busybox image.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use crust_proto::cri::image_service_client::ImageServiceClient;
+use crust_proto::cri::runtime_service_client::RuntimeServiceClient;
+use crust_proto::cri::*;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+/// The label every pod of the benchmark carries, so leftovers can be found.
+pub const LABEL: &str = "crust-bench";
+
+/// A deadline for any single call: generous, the figures are what matter.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A gRPC channel over the Unix socket of `endpoint` (`unix:///path`).
+pub async fn connect(endpoint: &str) -> Result<Channel> {
+    let Some(path) = endpoint.strip_prefix("unix://") else {
+        bail!("endpoint {endpoint}: only unix:///path is supported");
+    };
+    let path = PathBuf::from(path);
+    Endpoint::try_from("http://[::]:50051")?
+        .timeout(CALL_TIMEOUT)
+        .connect_with_connector(service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .with_context(|| format!("connect to {endpoint}"))
+}
+
+/// How long each step of a pod start took.
+#[derive(Debug, Clone, Copy)]
+pub struct StartTimes {
+    pub run_pod: Duration,
+    pub create: Duration,
+    pub start: Duration,
+}
+
+impl StartTimes {
+    pub fn total(&self) -> Duration {
+        self.run_pod + self.create + self.start
+    }
+}
+
+/// How long each step of a pod teardown took.
+#[derive(Debug, Clone, Copy)]
+pub struct StopTimes {
+    pub stop: Duration,
+    pub remove: Duration,
+}
+
+impl StopTimes {
+    pub fn total(&self) -> Duration {
+        self.stop + self.remove
+    }
+}
+
+/// A running pod of the benchmark.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    /// Its containers' ids.
+    pub containers: Vec<String>,
+}
+
+/// One client of the runtime under test.
+#[derive(Clone)]
+pub struct Cri {
+    rt: RuntimeServiceClient<Channel>,
+    img: ImageServiceClient<Channel>,
+    image: String,
+    log_dir: PathBuf,
+    run: String,
+}
+
+fn namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+impl Cri {
+    /// A client on `channel` running `image`; pods log under `log_dir`; `run` tells
+    /// this run's pods from others (it goes into names and the label).
+    pub fn new(channel: Channel, image: &str, log_dir: &Path, run: &str) -> Cri {
+        Cri {
+            rt: RuntimeServiceClient::new(channel.clone()),
+            img: ImageServiceClient::new(channel),
+            image: image.to_owned(),
+            log_dir: log_dir.to_owned(),
+            run: run.to_owned(),
+        }
+    }
+
+    /// The runtime's name and version.
+    pub async fn version(&mut self) -> Result<String> {
+        let v = self
+            .rt
+            .version(VersionRequest::default())
+            .await
+            .context("Version")?
+            .into_inner();
+        Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+    }
+
+    /// Pulls the image (not timed: the pull benchmark measures pulls).
+    pub async fn pull(&mut self) -> Result<()> {
+        self.img
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: self.image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("PullImage {}", self.image))?;
+        Ok(())
+    }
+
+    fn pod_config(&self, name: &str) -> Result<PodSandboxConfig> {
+        let log_directory = self.log_dir.join(name);
+        // kubelet creates the pod's log dir before RunPodSandbox
+        std::fs::create_dir_all(&log_directory)
+            .with_context(|| format!("create {}", log_directory.display()))?;
+        Ok(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.to_owned(),
+                uid: format!("{}-{name}", self.run),
+                namespace: LABEL.to_owned(),
+                attempt: 0,
+            }),
+            hostname: name.to_owned(),
+            log_directory: log_directory.display().to_string(),
+            labels: HashMap::from([(LABEL.to_owned(), self.run.clone())]),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn container_config(&self, name: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.to_owned(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["sleep".into(), "86400".into()],
+            log_path: format!("{name}.log"),
+            labels: HashMap::from([(LABEL.to_owned(), self.run.clone())]),
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(namespaces()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// RunPodSandbox, then a `sleep` container created and started in it.
+    pub async fn start_pod(&mut self, name: &str) -> Result<(Pod, StartTimes)> {
+        let config = self.pod_config(name)?;
+        let t = Instant::now();
+        let id = self
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .with_context(|| format!("RunPodSandbox {name}"))?
+            .into_inner()
+            .pod_sandbox_id;
+        let run_pod = t.elapsed();
+        let mut pod = Pod {
+            id,
+            config,
+            containers: Vec::new(),
+        };
+        let (create, start) = self.add_container(&mut pod, "sleep").await?;
+        Ok((
+            pod,
+            StartTimes {
+                run_pod,
+                create,
+                start,
+            },
+        ))
+    }
+
+    /// Creates and starts one more `sleep` container named `name` in `pod`.
+    pub async fn add_container(
+        &mut self,
+        pod: &mut Pod,
+        name: &str,
+    ) -> Result<(Duration, Duration)> {
+        let t = Instant::now();
+        let id = self
+            .rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.id.clone(),
+                config: Some(self.container_config(name)),
+                sandbox_config: Some(pod.config.clone()),
+            })
+            .await
+            .with_context(|| format!("CreateContainer {name} in pod {}", pod.id))?
+            .into_inner()
+            .container_id;
+        let create = t.elapsed();
+        let t = Instant::now();
+        self.rt
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("StartContainer {id}"))?;
+        pod.containers.push(id);
+        Ok((create, t.elapsed()))
+    }
+
+    /// StopPodSandbox, then RemovePodSandbox.
+    pub async fn stop_pod(&mut self, pod_id: &str) -> Result<StopTimes> {
+        let t = Instant::now();
+        self.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("StopPodSandbox {pod_id}"))?;
+        let stop = t.elapsed();
+        let t = Instant::now();
+        self.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.to_owned(),
+            })
+            .await
+            .with_context(|| format!("RemovePodSandbox {pod_id}"))?;
+        Ok(StopTimes {
+            stop,
+            remove: t.elapsed(),
+        })
+    }
+
+    /// ExecSync of `true` in `container`; fails unless it exits 0.
+    pub async fn exec_true(&mut self, container: &str) -> Result<Duration> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .exec_sync(ExecSyncRequest {
+                container_id: container.to_owned(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await
+            .with_context(|| format!("ExecSync true in {container}"))?
+            .into_inner();
+        let took = t.elapsed();
+        if r.exit_code != 0 {
+            bail!("ExecSync true in {container}: exit code {}", r.exit_code);
+        }
+        Ok(took)
+    }
+
+    /// ListContainers without a filter (as kubelet's relist); returns the time and
+    /// how many it listed.
+    pub async fn list_containers(&mut self) -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .list_containers(ListContainersRequest::default())
+            .await
+            .context("ListContainers")?
+            .into_inner();
+        Ok((t.elapsed(), r.containers.len()))
+    }
+
+    /// ListPodSandbox without a filter; returns the time and how many it listed.
+    pub async fn list_pods(&mut self) -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .context("ListPodSandbox")?
+            .into_inner();
+        Ok((t.elapsed(), r.items.len()))
+    }
+
+    /// The ids of this run's pods still known to the runtime.
+    pub async fn leftover_pods(&mut self) -> Result<Vec<String>> {
+        let r = self
+            .rt
+            .list_pod_sandbox(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter {
+                    label_selector: HashMap::from([(LABEL.to_owned(), self.run.clone())]),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .context("ListPodSandbox")?
+            .into_inner();
+        Ok(r.items.into_iter().map(|p| p.id).collect())
+    }
+}
