@@ -1,5 +1,5 @@
-//! Applying resource limits to an existing cgroup through libcgroups, off the async
-//! thread (UpdateContainerResources, UpdatePodSandboxResources).
+//! Applying resource limits to an existing cgroup, and removing a cgroup, through
+//! libcgroups, off the async thread.
 
 use std::path::PathBuf;
 
@@ -34,4 +34,23 @@ pub async fn apply(what: String, path: PathBuf, resources: LinuxResources) -> Re
             })
     })
     .await
+}
+
+/// Removes the cgroupfs cgroup at `path` in every hierarchy (killing what is left in
+/// it); a cgroup that is gone is fine. A shim deletes its container's cgroup itself;
+/// this covers a shim that died first.
+pub fn remove(what: &str, path: &std::path::Path) -> Result<()> {
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.to_owned(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| Error::Internal {
+        what: what.to_owned(),
+        message: format!("cgroup {}: {e}", path.display()),
+    })?;
+    manager.remove().map_err(|e| Error::Internal {
+        what: what.to_owned(),
+        message: format!("remove cgroup {}: {e}", path.display()),
+    })
 }

@@ -4,7 +4,7 @@
 //! A container's record moves through the store's state machine (store/container.rs);
 //! the shim is the source of truth for the process, and its exit file outlives it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -300,7 +300,14 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
     }
     let paths = ctx.paths.clone();
     let cid = id.clone();
+    let cgroup = record
+        .as_ref()
+        .map(|c| PathBuf::from(&c.metadata().cgroups_path))
+        .filter(|p| !p.as_os_str().is_empty());
     blocking("remove container files", move || {
+        if let Some(cgroup) = &cgroup {
+            super::cgroups::remove(&format!("container {cid}"), cgroup)?;
+        }
         let rootfs = paths.rootfs(&cid);
         unmount_all(&rootfs).map_err(Error::io(format!("container {cid}"), "unmount", &rootfs))?;
         // Never delete through a mount: that would reach into what it shows.

@@ -8,13 +8,13 @@ use std::time::Duration;
 use crust_proto::cri::{NamespaceMode, PodSandboxConfig, Protocol};
 
 use super::Context;
+use super::cgroups;
 use super::containers;
 use super::error::{Error, Result, blocking};
 use crate::network::cni::{self, Attachment, Cni, PodIdentity, PortMapping, RuntimeConfig};
 use crate::network::netns;
 use crate::pod;
 use crate::store::{Sandbox, SandboxId, SandboxMetadata, now_nanos};
-use libcgroups::common::{CgroupConfig, CgroupManager, create_cgroup_manager};
 
 /// How the pod's namespaces are set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,25 +57,28 @@ pub fn pod_cgroup(m: &SandboxMetadata) -> String {
 }
 
 /// Removes the pod cgroup crust made (none when kubelet gave a parent: kubelet owns
-/// that). Its containers' cgroups are gone by then.
-fn remove_pod_cgroup(m: &SandboxMetadata) -> Result<()> {
+/// that), with any container cgroup left in it by a shim that died before deleting
+/// its container.
+fn remove_pod_cgroup(m: &SandboxMetadata, hierarchies: &[PathBuf]) -> Result<()> {
     if !m.cgroup_parent.trim_end_matches('/').is_empty() {
         return Ok(());
     }
-    let path = pod_cgroup(m);
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: PathBuf::from(&path),
-        systemd_cgroup: false,
-        container_name: m.id.to_string(),
-    })
-    .map_err(|e| Error::Internal {
-        what: format!("sandbox {}", m.id),
-        message: format!("cgroup {path}: {e}"),
-    })?;
-    manager.remove().map_err(|e| Error::Internal {
-        what: format!("sandbox {}", m.id),
-        message: format!("remove cgroup {path}: {e}"),
-    })
+    let what = format!("sandbox {}", m.id);
+    let path = PathBuf::from(pod_cgroup(m));
+    let relative = path.strip_prefix("/").unwrap_or(&path);
+    let mut children: Vec<String> = hierarchies
+        .iter()
+        .filter_map(|h| std::fs::read_dir(h.join(relative)).ok())
+        .flat_map(|dir| dir.flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    children.sort();
+    children.dedup();
+    for child in children {
+        cgroups::remove(&what, &path.join(child))?;
+    }
+    cgroups::remove(&what, &path)
 }
 
 /// The CNI runner over the configured network.
@@ -215,9 +218,14 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
     }
     let (paths, sid) = (ctx.paths.clone(), id.clone());
     let meta = record.as_ref().map(|s| s.metadata().clone());
+    let hierarchies = if ctx.host.unified_cgroups {
+        vec![PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        ctx.host.cgroup_v1_mounts.clone()
+    };
     blocking("remove sandbox files", move || {
         if let Some(m) = &meta {
-            remove_pod_cgroup(m)?;
+            remove_pod_cgroup(m, &hierarchies)?;
         }
         pod::infra::stop_pid_holder(&paths.pid_pin(&sid))?;
         pod::namespaces::unpin(&paths.uts_pin(&sid))?;
