@@ -1,11 +1,12 @@
 //! Exec, attach and port-forward end to end through a real crustd and crust-shim, with
 //! crictl as the client over both transports (SPDY and WebSocket): stdin, output, exit
-//! codes, a tty with its size (crictl runs under `script`, which gives it a pty), an
-//! attach whose stdin_once close ends the container, and port forwarding to a
-//! listener of the test's own; WebSocket port forwarding in kubelet's own protocol
-//! (fixed ports on channels) to busybox httpd, with a test client. Then a leak check: crustd's and the shim's fds and
-//! threads, and the shim's children, before and after many exec sessions
-//! (`CRUST_LEAK_SESSIONS`, default 1000). Runs as root; host-network pods, so no CNI.
+//! codes, a tty with its size from the start (crictl runs under `script`, which gives
+//! it a pty), an attach whose stdin_once close ends the container, and port forwarding
+//! to a listener of the test's own; WebSocket port forwarding in kubelet's own
+//! protocol (fixed ports on channels) to busybox httpd, with a test client. Then a
+//! leak check: crustd's and the shim's fds and threads, and the shim's children,
+//! before and after many exec sessions (`CRUST_LEAK_SESSIONS`, default 1000). Runs as
+//! root; host-network pods, so no CNI.
 
 mod common;
 
@@ -303,21 +304,18 @@ async fn exec_attach_and_port_forward_over_both_transports() {
             b"",
         );
         assert!(!out.status.success(), "{transport}: {out:?}");
-        // A tty of the client's size.
-        let out = node.run_tty(
-            &[
-                &["exec", "-it"][..],
-                &t,
-                &[&sleeper, "sh", "-c", "sleep 0.2; stty size"],
-            ]
-            .concat(),
-        );
-        assert!(out.status.success(), "{transport}: {out:?}");
-        assert!(
-            text(&out.stdout).contains("30 100"),
-            "{transport}: {}",
-            text(&out.stdout),
-        );
+        // A tty of the client's size from the program's first instant: stty reads it
+        // as it starts, before any resize could arrive.
+        for _ in 0..3 {
+            let out =
+                node.run_tty(&[&["exec", "-it"][..], &t, &[&sleeper, "stty", "size"]].concat());
+            assert!(out.status.success(), "{transport}: {out:?}");
+            assert!(
+                text(&out.stdout).contains("30 100"),
+                "{transport}: {}",
+                text(&out.stdout),
+            );
+        }
         let out = node.run_tty(&[&["exec", "-it"][..], &t, &[&sleeper, "tty"]].concat());
         assert!(
             text(&out.stdout).contains("/dev/pts/"),
