@@ -542,6 +542,32 @@ async fn websocket_port_forward_in_kubelets_protocol() {
     assert_eq!(ch[1], le(two));
     assert_eq!(close, Some(1000));
 
+    // Sessions leave nothing open in crustd.
+    let crustd = node.crustd.pid();
+    let before = usage(crustd);
+    let sessions = 20;
+    for _ in 0..sessions {
+        let query = format!("?port={one}");
+        let ws = open_port_forward(&node, vec![], &query, "v4.channel.k8s.io")
+            .await
+            .unwrap();
+        let (ch, _) = forward_session(ws, 1, false, get).await;
+        assert!(text(&ch[0]).ends_with("page one\n"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let now = usage(crustd);
+        if now.fds <= before.fds || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("{sessions} port-forward sessions: crustd {before:?} -> {after:?}");
+    assert!(
+        after.fds <= before.fds,
+        "crustd fds grew: {before:?} -> {after:?}"
+    );
+
     // No port anywhere, or a bad one: 400 with kubelet's message, no session.
     for (query, want) in [
         ("", "query parameter \"port\" is required"),
