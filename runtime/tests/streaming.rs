@@ -1,10 +1,12 @@
 //! Exec, attach and port-forward end to end through a real crustd and crust-shim, with
 //! crictl as the client over both transports (SPDY and WebSocket): stdin, output, exit
-//! codes, a tty with its size (crictl runs under `script`, which gives it a pty), an
-//! attach whose stdin_once close ends the container, and port forwarding to a
-//! listener of the test's own. Then a leak check: crustd's and the shim's fds and
-//! threads, and the shim's children, before and after many exec sessions
-//! (`CRUST_LEAK_SESSIONS`, default 1000). Runs as root; host-network pods, so no CNI.
+//! codes, a tty with its size from the start (crictl runs under `script`, which gives
+//! it a pty), an attach whose stdin_once close ends the container, and port forwarding
+//! to a listener of the test's own; WebSocket port forwarding in kubelet's own
+//! protocol (fixed ports on channels) to busybox httpd, with a test client. Then a
+//! leak check: crustd's and the shim's fds and threads, and the shim's children,
+//! before and after many exec sessions (`CRUST_LEAK_SESSIONS`, default 1000). Runs as
+//! root; host-network pods, so no CNI.
 
 mod common;
 
@@ -302,21 +304,18 @@ async fn exec_attach_and_port_forward_over_both_transports() {
             b"",
         );
         assert!(!out.status.success(), "{transport}: {out:?}");
-        // A tty of the client's size.
-        let out = node.run_tty(
-            &[
-                &["exec", "-it"][..],
-                &t,
-                &[&sleeper, "sh", "-c", "sleep 0.2; stty size"],
-            ]
-            .concat(),
-        );
-        assert!(out.status.success(), "{transport}: {out:?}");
-        assert!(
-            text(&out.stdout).contains("30 100"),
-            "{transport}: {}",
-            text(&out.stdout),
-        );
+        // A tty of the client's size from the program's first instant: stty reads it
+        // as it starts, before any resize could arrive.
+        for _ in 0..3 {
+            let out =
+                node.run_tty(&[&["exec", "-it"][..], &t, &[&sleeper, "stty", "size"]].concat());
+            assert!(out.status.success(), "{transport}: {out:?}");
+            assert!(
+                text(&out.stdout).contains("30 100"),
+                "{transport}: {}",
+                text(&out.stdout),
+            );
+        }
         let out = node.run_tty(&[&["exec", "-it"][..], &t, &[&sleeper, "tty"]].concat());
         assert!(
             text(&out.stdout).contains("/dev/pts/"),
@@ -390,6 +389,200 @@ fn connect_retry(port: u16) -> std::net::TcpStream {
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+    }
+}
+
+/// A free port on the host's loopback (host-network pods share it).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Opens the PortForward URL of `pod` with `query` as a WebSocket client offering
+/// `protocol`; the server's answer on error.
+async fn open_port_forward(
+    node: &Node,
+    ports: Vec<i32>,
+    query: &str,
+    protocol: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = node
+        .crustd
+        .runtime()
+        .await
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: node.pod.clone(),
+            port: ports,
+        })
+        .await
+        .expect("port forward")
+        .into_inner()
+        .url;
+    let url = format!("{}{query}", url.replacen("http://", "ws://", 1));
+    let mut request = url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        protocol.parse().expect("a header value"),
+    );
+    let host = request.uri().authority().unwrap().as_str().to_owned();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Sends `request` on each data channel and collects every channel's bytes (base64
+/// decoded where the protocol says so) until the server closes; returns them and the
+/// close code.
+async fn forward_session(
+    mut ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ports: usize,
+    base64: bool,
+    request: &[u8],
+) -> (Vec<Vec<u8>>, Option<u16>) {
+    use base64::Engine;
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for i in 0..ports {
+        let ch = (2 * i) as u8;
+        let msg = if base64 {
+            Message::Text(format!("{}{}", char::from(b'0' + ch), b64.encode(request)).into())
+        } else {
+            Message::Binary([&[ch], request].concat().into())
+        };
+        ws.send(msg).await.unwrap();
+    }
+    let mut channels = vec![Vec::new(); 2 * ports];
+    let deadline = Duration::from_secs(30);
+    loop {
+        let msg = tokio::time::timeout(deadline, ws.next())
+            .await
+            .expect("the server ends the session")
+            .expect("the server closes before the connection ends")
+            .unwrap();
+        let (ch, data) = match msg {
+            Message::Close(frame) => return (channels, frame.map(|f| u16::from(f.code))),
+            Message::Binary(b) if !base64 => (b[0], b[1..].to_vec()),
+            Message::Text(t) if base64 => (t.as_bytes()[0] - b'0', b64.decode(&t[1..]).unwrap()),
+            other => panic!("unexpected message {other:?}"),
+        };
+        channels[usize::from(ch)].extend_from_slice(&data);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the CNI plugins, crictl and the local registry; scripts/test runs it"]
+async fn websocket_port_forward_in_kubelets_protocol() {
+    let node = Node::start().await;
+    let (one, two, refused) = (free_port(), free_port(), free_port());
+    // Two busybox httpd in the pod, each serving its own page.
+    let script = format!(
+        "mkdir -p /one /two && echo page one > /one/index.html && echo page two > /two/index.html \
+         && httpd -p 127.0.0.1:{one} -h /one && exec httpd -f -p 127.0.0.1:{two} -h /two"
+    );
+    node.container("httpd", &["sh", "-c", &script], false).await;
+    drop(connect_retry(one));
+    drop(connect_retry(two));
+    let get = b"GET /index.html HTTP/1.0\r\n\r\n";
+    let le = |p: u16| p.to_le_bytes().to_vec();
+
+    // Binary channels: two ports and a refused one, named in the query.
+    let query = format!("?port={one}&port={two},{refused}");
+    let ws = open_port_forward(&node, vec![], &query, "v4.channel.k8s.io")
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}\n{}", node.crustd.log()));
+    let (ch, close) = forward_session(ws, 3, false, get).await;
+    for (i, (port, page)) in [(one, "page one\n"), (two, "page two\n")]
+        .into_iter()
+        .enumerate()
+    {
+        let data = &ch[2 * i];
+        assert_eq!(data[..2], le(port), "data channel {}", 2 * i);
+        let reply = text(&data[2..]);
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "port {port}: {reply}");
+        assert!(reply.ends_with(page), "port {port}: {reply}");
+        assert_eq!(
+            ch[2 * i + 1],
+            le(port),
+            "error channel {}: no error",
+            2 * i + 1
+        );
+    }
+    assert_eq!(ch[4], le(refused), "the refused port's data channel");
+    assert_eq!(ch[5][..2], le(refused));
+    let report = text(&ch[5][2..]);
+    println!("refused port {refused}: {report}");
+    assert!(
+        report.contains(&format!(
+            "error forwarding port {refused} to pod {}",
+            node.pod
+        )) && report.contains("\"closeConnection\":true")
+            && report.contains("refused"),
+        "{report}"
+    );
+    assert_eq!(close, Some(1000));
+
+    // Base64 channels, the port from the PortForward request.
+    let ws = open_port_forward(&node, vec![i32::from(two)], "", "v4.base64.channel.k8s.io")
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}\n{}", node.crustd.log()));
+    let (ch, close) = forward_session(ws, 1, true, get).await;
+    assert_eq!(ch[0][..2], le(two));
+    assert!(
+        text(&ch[0][2..]).ends_with("page two\n"),
+        "{}",
+        text(&ch[0])
+    );
+    assert_eq!(ch[1], le(two));
+    assert_eq!(close, Some(1000));
+
+    // Sessions leave nothing open in crustd.
+    let crustd = node.crustd.pid();
+    let before = usage(crustd);
+    let sessions = 20;
+    for _ in 0..sessions {
+        let query = format!("?port={one}");
+        let ws = open_port_forward(&node, vec![], &query, "v4.channel.k8s.io")
+            .await
+            .unwrap();
+        let (ch, _) = forward_session(ws, 1, false, get).await;
+        assert!(text(&ch[0]).ends_with("page one\n"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let now = usage(crustd);
+        if now.fds <= before.fds || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("{sessions} port-forward sessions: crustd {before:?} -> {after:?}");
+    assert!(
+        after.fds <= before.fds,
+        "crustd fds grew: {before:?} -> {after:?}"
+    );
+
+    // No port anywhere, or a bad one: 400 with kubelet's message, no session.
+    for (query, want) in [
+        ("", "query parameter \"port\" is required"),
+        ("?port=http", "unable to parse \"http\" as a port"),
+    ] {
+        match open_port_forward(&node, vec![], query, "v4.channel.k8s.io").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                assert_eq!(resp.status(), 400, "{query}");
+                let body = text(resp.body().as_deref().unwrap_or_default());
+                assert!(body.starts_with(want), "{query}: {body}");
+            }
+            other => panic!(
+                "{query}: expected a 400, got {:?}",
+                other.map(|_| "a session")
+            ),
         }
     }
 }

@@ -273,7 +273,33 @@ impl Executor for DefaultSignals {
     }
 }
 
-/// [`DefaultSignals`], after loading the container's seccomp filter: libcontainer 0.7
+/// Gives the process's terminal the spec's `process.consoleSize`, as runc does when it
+/// opens the pty. libcontainer 0.7 opens it without a size and sends the master to the
+/// console socket while the process goes on towards its exec, so a size set from the
+/// master may come after the program has read its size; here it is set from the
+/// process itself (its stdin is the pty), before the program is exec'd. Best effort:
+/// a failure leaves the size to the first resize.
+fn apply_console_size(spec: &Spec) {
+    let Some(process) = spec.process() else {
+        return;
+    };
+    let Some(size) = process
+        .console_size()
+        .filter(|_| process.terminal() == Some(true))
+    else {
+        return;
+    };
+    let (Ok(width), Ok(height)) = (u16::try_from(size.width()), u16::try_from(size.height()))
+    else {
+        return;
+    };
+    if width > 0 && height > 0 {
+        let _ = crate::io::resize(std::io::stdin(), width, height);
+    }
+}
+
+/// [`DefaultSignals`], after giving the terminal its size ([`apply_console_size`]) and
+/// loading the container's seccomp filter: libcontainer 0.7
 /// gives exec processes none, where runc gives them the container's. It runs after
 /// the capabilities are dropped: when the process lacks both no_new_privs and
 /// CAP_SYS_ADMIN the kernel refuses the filter, and then no_new_privs is set first
@@ -284,6 +310,7 @@ struct ExecSeccomp(Option<LinuxSeccomp>);
 
 impl Executor for ExecSeccomp {
     fn exec(&self, spec: &Spec) -> std::result::Result<(), ExecutorError> {
+        apply_console_size(spec);
         if let Some(seccomp) = &self.0 {
             if libcontainer::seccomp::is_notify(seccomp) {
                 return Err(ExecutorError::Other(

@@ -71,7 +71,7 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
     };
     let (child, shim) = io::pipes(false).map_err(io_err)?;
     let process_file = match task.process() {
-        Some(init) => Some(write_process(task, init, &req.args, &env, false).map_err(io_err)?),
+        Some(init) => Some(write_process(task, init, &req.args, &env, None).map_err(io_err)?),
         None => None,
     };
     let opts = ExecOptions {
@@ -168,15 +168,26 @@ async fn read_capped(r: &FdReader, out: &mut Vec<u8>) {
     }
 }
 
+/// The `process.consoleSize` of a terminal of (width, height).
+fn console_size(terminal: Option<(u16, u16)>) -> Option<oci_spec::runtime::Box> {
+    let (width, height) = terminal.filter(|&(w, h)| w > 0 && h > 0)?;
+    oci_spec::runtime::BoxBuilder::default()
+        .width(width)
+        .height(height)
+        .build()
+        .ok()
+}
+
 /// Writes the exec's process.json: the init's process (user, cwd, capabilities,
 /// rlimits, no_new_privileges) with `args`, `env` over the init's environment, and a
-/// terminal if `terminal`. Returns its path, unique per exec.
+/// terminal of `size` (width, height) if `terminal` is Some (zeros: no size). Returns
+/// its path, unique per exec.
 pub(crate) fn write_process(
     task: &Task,
     init: &Process,
     args: &[String],
     env: &HashMap<String, String>,
-    terminal: bool,
+    terminal: Option<(u16, u16)>,
 ) -> std::io::Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut process = init.clone();
@@ -189,8 +200,8 @@ pub(crate) fn write_process(
     process
         .set_args(Some(args.to_vec()))
         .set_env(Some(vars))
-        .set_terminal(Some(terminal))
-        .set_console_size(None);
+        .set_terminal(Some(terminal.is_some()))
+        .set_console_size(console_size(terminal));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = task.state_dir().join(format!("exec-{n}.json"));
     let json = serde_json::to_vec(&process).map_err(std::io::Error::other)?;
@@ -211,6 +222,15 @@ pub(crate) fn parse_env(env: &[String]) -> std::result::Result<HashMap<String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminal_size_becomes_the_console_size() {
+        let size = console_size(Some((100, 30))).expect("a size");
+        assert_eq!((size.width(), size.height()), (100, 30));
+        assert_eq!(console_size(Some((0, 0))), None);
+        assert_eq!(console_size(Some((80, 0))), None);
+        assert_eq!(console_size(None), None);
+    }
 
     #[test]
     fn parses_environment() {

@@ -3,10 +3,9 @@
 //!
 //! The process gets pipes, or with a tty a new pty whose master arrives over a console
 //! socket (`tty.sock` in the state dir: bound, used and removed without an `.await` in
-//! between, so one name serves every exec of the single-threaded shim). libcontainer
-//! opens the pty without a size and starts the process at once, so the first size is
-//! set as a resize, with SIGWINCH: a program that reads the size in its first
-//! milliseconds can still see 0x0. Its output
+//! between, so one name serves every exec of the single-threaded shim). The first size
+//! goes in the process's `consoleSize`, which the process sets on its terminal itself
+//! before the program is exec'd (libcontainer opens the pty without a size). Its output
 //! goes to the caller as it comes; once the process has been reaped and its output is
 //! drained (or [`IO_DRAIN`] has passed) the exit code is the last message. If the
 //! caller goes away first, the process group is killed.
@@ -80,7 +79,10 @@ fn start(task: &Task, spec: &ExecSpec) -> Result<Started> {
         source,
     };
     let process_file = match task.process() {
-        Some(init) => Some(write_process(task, init, &spec.args, &env, spec.tty).map_err(io_err)?),
+        Some(init) => {
+            let terminal = spec.tty.then_some(spec.size);
+            Some(write_process(task, init, &spec.args, &env, terminal).map_err(io_err)?)
+        }
         None => None,
     };
     let (stdio, console, pipes) = if spec.tty {
@@ -135,9 +137,9 @@ fn start(task: &Task, spec: &ExecSpec) -> Result<Started> {
     let master = console
         .receive_master_within(CONSOLE_WAIT)
         .map_err(kill_on_err)?;
-    if spec.size.0 > 0 && spec.size.1 > 0 {
-        // libcontainer opens the pty without a size and the process may already run:
-        // size it now and tell the process, as a resize would.
+    if process_file.is_none() && spec.size.0 > 0 && spec.size.1 > 0 {
+        // Without a process.json the size could not go in consoleSize, and the
+        // process may already run: size it now and tell it, as a resize would.
         let _ = io::resize(&master, spec.size.0, spec.size.1);
         let _ = container::signal_pid(Pid::from_raw(-pid.as_raw()), nix::libc::SIGWINCH);
     }

@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -256,8 +256,8 @@ impl ConsoleSocket {
     }
 }
 
-/// Sets the window size of the pty whose master is `master`.
-pub fn resize(master: &OwnedFd, width: u16, height: u16) -> io::Result<()> {
+/// Sets the window size of the pty of `fd` (its master, or a terminal on it).
+pub fn resize(fd: impl AsFd, width: u16, height: u16) -> io::Result<()> {
     let ws = nix::libc::winsize {
         ws_row: height,
         ws_col: width,
@@ -265,7 +265,7 @@ pub fn resize(master: &OwnedFd, width: u16, height: u16) -> io::Result<()> {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads one winsize from the valid pointer given.
-    let rc = unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
+    let rc = unsafe { nix::libc::ioctl(fd.as_fd().as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

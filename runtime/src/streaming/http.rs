@@ -16,12 +16,30 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::spdy::Conn;
-use super::{Request, Runtime, Streamer, portforward, remotecommand, websocket};
+use super::{Request, Runtime, Streamer, portforward, portforward_ws, remotecommand, websocket};
 
 /// The header in which SPDY clients offer their subprotocols.
 const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 /// The SPDY upgrade token.
 const SPDY: &str = "SPDY/3.1";
+
+/// Port-forward subprotocols over WebSocket, preferred first: the SPDY tunnel, then
+/// kubelet's channel protocols.
+const PORTFORWARD_WS_PROTOCOLS: [&str; 3] = [
+    websocket::PORTFORWARD_PROTOCOLS[0],
+    portforward_ws::PROTOCOLS[0],
+    portforward_ws::PROTOCOLS[1],
+];
+
+/// What a WebSocket session serves.
+enum WsSession {
+    /// Exec or attach.
+    Command(Request),
+    /// Port forwarding as SPDY tunnelled in the WebSocket.
+    Tunnel(String),
+    /// Port forwarding of fixed ports on channels, in the sandbox.
+    Ports(portforward_ws::Codec, Vec<u16>, String),
+}
 
 /// Accepts connections until the task is dropped.
 pub async fn serve(listener: TcpListener, streamer: Arc<Streamer>, runtime: Arc<dyn Runtime>) {
@@ -105,12 +123,26 @@ fn route(
             return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
         };
         let server: &[&str] = match parked {
-            Request::PortForward(_) => &websocket::PORTFORWARD_PROTOCOLS,
+            Request::PortForward(_) => &PORTFORWARD_WS_PROTOCOLS,
             _ => &websocket::CHANNEL_PROTOCOLS,
         };
         let client = offered(headers, header::SEC_WEBSOCKET_PROTOCOL.as_str());
-        let Some(proto) = negotiate(&client, server) else {
-            return unsupported(&client, server);
+        let proto = match (negotiate(&client, server), &parked) {
+            (Some(p), _) => p,
+            // kubelet serves port forwarding to a client that names no subprotocol as
+            // v4.channel.k8s.io.
+            (None, Request::PortForward(_)) if client.is_empty() => "",
+            (None, _) => return unsupported(&client, server),
+        };
+        let session = match parked {
+            Request::PortForward(pf) => match portforward_ws::Codec::of(proto) {
+                Some(codec) => match portforward_ws::ports(req.uri().query(), &pf.port) {
+                    Ok(ports) => WsSession::Ports(codec, ports, pf.pod_sandbox_id),
+                    Err(msg) => return plain(StatusCode::BAD_REQUEST, msg),
+                },
+                None => WsSession::Tunnel(pf.pod_sandbox_id),
+            },
+            req => WsSession::Command(req),
         };
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -120,21 +152,24 @@ fn route(
             };
             let cfg = WebSocketConfig::default();
             let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(cfg)).await;
-            match parked {
-                Request::PortForward(pf) => {
-                    portforward::serve_tunnel(ws, pf.pod_sandbox_id, rt).await
+            match session {
+                WsSession::Tunnel(sandbox) => portforward::serve_tunnel(ws, sandbox, rt).await,
+                WsSession::Ports(codec, ports, sandbox) => {
+                    portforward_ws::serve(ws, codec, ports, sandbox, rt).await
                 }
-                req => remotecommand::serve_ws(ws, proto, req, rt).await,
+                WsSession::Command(req) => remotecommand::serve_ws(ws, proto, req, rt).await,
             }
         });
         let mut r = plain(StatusCode::SWITCHING_PROTOCOLS, "");
         let h = r.headers_mut();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(proto),
-        );
+        if !proto.is_empty() {
+            h.insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(proto),
+            );
+        }
         if let Ok(v) = HeaderValue::from_str(&accept) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
         }

@@ -7,13 +7,16 @@
 //!   `v4.channel.k8s.io` (and v1-v3), WebSocket with `v5.channel.k8s.io` and
 //!   `v4.channel.k8s.io` ([`remotecommand`]).
 //! - `/portforward/<token>`: SPDY with `portforward.k8s.io`, and the same SPDY tunnelled
-//!   in a WebSocket (`SPDY/3.1+portforward.k8s.io`) ([`portforward`]).
+//!   in a WebSocket (`SPDY/3.1+portforward.k8s.io`) ([`portforward`]); or WebSocket in
+//!   kubelet's own protocol, fixed ports on channels (`v4.channel.k8s.io`,
+//!   `v4.base64.channel.k8s.io`) ([`portforward_ws`]).
 //!
 //! What a session does to a container is behind the [`Runtime`] trait, so the
 //! protocols can be driven without crustd's stores and shims.
 
 pub mod http;
 pub mod portforward;
+pub mod portforward_ws;
 pub mod remotecommand;
 pub mod spdy;
 pub mod tokens;

@@ -1,6 +1,7 @@
 //! Port forwarding (`portforward.k8s.io`): for each connection it forwards, the client
 //! opens two SPDY streams with the same `requestid` and `port` headers — `error`, on
-//! which the server reports a failure as text, and `data`, the bytes both ways. Each
+//! which the server reports a failure ([`error_report`]), and `data`, the bytes both
+//! ways. Each
 //! pair is forwarded to localhost:port inside the pod's network namespace, several at
 //! once; all end with the SPDY connection. Over WebSocket the same SPDY connection
 //! comes tunnelled in binary messages.
@@ -83,6 +84,26 @@ where
     serve_spdy(Conn::serve(r, w), sandbox, rt).await
 }
 
+/// A failure report for a port's error stream, as kubelet writes it: JSON with the
+/// message and whether the client should give up on the whole session
+/// (`closeConnection`, left out when false), and a newline.
+pub fn error_report(port: u16, sandbox: &str, err: &str, close_connection: bool) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Report {
+        #[serde(rename = "closeConnection", skip_serializing_if = "std::ops::Not::not")]
+        close_connection: bool,
+        message: String,
+    }
+    let report = Report {
+        close_connection,
+        // The pod's uid is not known here, as in kubelet's CRI streaming server.
+        message: format!("error forwarding port {port} to pod {sandbox}, uid : {err}"),
+    };
+    let mut json = serde_json::to_vec(&report).expect("a report serializes");
+    json.push(b'\n');
+    json
+}
+
 /// The port a stream names.
 fn port_of(s: &Stream) -> Result<u16, String> {
     let raw = header(&s.headers, "port").unwrap_or("");
@@ -102,7 +123,9 @@ async fn forward(rt: Arc<dyn Runtime>, sandbox: String, error: Stream, data: Str
         Ok(c) => c,
         Err(msg) => {
             tracing::info!(sandbox, %msg, "port forward failed");
-            let _ = error.writer.write(msg.as_bytes()).await;
+            let port = port_of(&data).unwrap_or(0);
+            let report = error_report(port, &sandbox, &msg, true);
+            let _ = error.writer.write(&report).await;
             error.writer.close().await;
             data.writer.close().await;
             return;
@@ -139,4 +162,21 @@ async fn forward(rt: Arc<dyn Runtime>, sandbox: String, error: Stream, data: Str
     };
     tokio::join!(up, down);
     error.writer.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports_as_kubelet_writes_them() {
+        assert_eq!(
+            error_report(80, "p1", "connection refused", true),
+            b"{\"closeConnection\":true,\"message\":\"error forwarding port 80 to pod p1, uid : connection refused\"}\n"
+        );
+        assert_eq!(
+            error_report(8080, "p2", "reset", false),
+            b"{\"message\":\"error forwarding port 8080 to pod p2, uid : reset\"}\n"
+        );
+    }
 }
