@@ -308,6 +308,10 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
         if let Some(cgroup) = &cgroup {
             super::cgroups::remove(&format!("container {cid}"), cgroup)?;
         }
+        super::container_rootfs::remove_staging(
+            &format!("container {cid}"),
+            &paths.idmap_dir(&cid),
+        )?;
         let rootfs = paths.rootfs(&cid);
         unmount_all(&rootfs).map_err(Error::io(format!("container {cid}"), "unmount", &rootfs))?;
         // Never delete through a mount: that would reach into what it shows.
