@@ -266,6 +266,11 @@ pub async fn probe(shim: &Path, pins: &PodPins, dir: &Path) -> Result<()> {
         length: 1 << 16,
     };
     let userns = PodUserns { uid: map, gid: map };
+    let all = [&pins.user, &pins.net, &pins.uts, &pins.ipc];
+    // A probe that a crash cut short left its pins.
+    for pin in all {
+        namespaces::unpin(pin)?;
+    }
     let made = create(shim, pins, &userns, "probe").await;
     let tried = match &made {
         Ok(()) => {
@@ -286,7 +291,7 @@ pub async fn probe(shim: &Path, pins: &PodPins, dir: &Path) -> Result<()> {
         }
         Err(_) => Ok(()),
     };
-    for pin in [&pins.user, &pins.net, &pins.uts, &pins.ipc] {
+    for pin in all {
         let _ = namespaces::unpin(pin);
     }
     made?;
