@@ -55,6 +55,8 @@ const PROBE: &str = "\
     cat /data/secret 2>/dev/null || echo no-secret; \
     mknod /tmp/null c 1 3 2>/dev/null && echo MKNOD || echo no-mknod; \
     (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null && echo DROP || echo no-drop; \
+    stat -c %u:%g /ro-file; cat /ro-file; \
+    (echo x >> /ro-file) 2>/dev/null && echo RO-WRITTEN || echo ro-refused; \
     echo done";
 
 /// The lines a CRI log file holds, without timestamps and stream tags.
@@ -117,11 +119,20 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
     assert!(user_pin.exists(), "user namespace pinned");
 
     let namespaced = |mut ctr: ContainerConfig| {
-        ctr.mounts = vec![Mount {
-            container_path: "/data".into(),
-            host_path: volume.path().display().to_string(),
-            ..Default::default()
-        }];
+        ctr.mounts = vec![
+            Mount {
+                container_path: "/data".into(),
+                host_path: volume.path().display().to_string(),
+                ..Default::default()
+            },
+            // A read-only file volume.
+            Mount {
+                container_path: "/ro-file".into(),
+                host_path: host_file.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            },
+        ];
         ctr.linux = Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(userns_options()),
@@ -165,6 +176,9 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
             "no-secret",
             "no-mknod",
             "no-drop",
+            "0:0",
+            "from the host",
+            "ro-refused",
             "done",
         ]
         .map(String::from),
