@@ -37,6 +37,10 @@ port="${CRUST_REGISTRY_PORT:-5111}"
 
 # Short: shim sockets live under its state dir, and a socket path has 107 bytes.
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
+# A container's root in a pod user namespace is an unprivileged host user: it must be
+# able to search down to the state dir (as under /run), or crustd claims no user
+# namespaces.
+chmod 0711 "$tmp"
 sock="$tmp/crust.sock"
 write_crustd_config "$tmp" "127.0.0.1:$port"
 write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16

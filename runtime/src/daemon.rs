@@ -118,9 +118,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Duration::from_secs(config.streaming.token_expiry),
     )
     .await?;
+    let shim_path = shims::locate();
+    let paths = Paths::new(&config.root, &config.state);
+    let user_namespaces =
+        probe_user_namespaces(shim_path.as_deref(), &paths, &config.root, &config.state).await;
     let ctx = Arc::new(Context {
-        shim_path: shims::locate(),
-        paths: Paths::new(&config.root, &config.state),
+        shim_path,
+        paths,
+        user_namespaces,
         config,
         readiness: Default::default(),
         images,
@@ -271,4 +276,52 @@ fn bind(path: &Path) -> Result<UnixListener> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o660)).map_err(listen_err)?;
     listener.set_nonblocking(true).map_err(listen_err)?;
     UnixListener::from_std(listener).map_err(listen_err)
+}
+
+/// Whether pods can have their own user namespace here: crust-shim can make one,
+/// idmapped mounts work on `root`'s filesystem (where image layers and writable layers
+/// live), and the state dir can be reached by a container's root (an unprivileged user
+/// on the host): libcontainer opens the pinned namespaces and the rootfs from inside the
+/// user namespace, so every dir above them must let others search it (containerd needs
+/// the same). Logs why not.
+async fn probe_user_namespaces(
+    shim: Option<&Path>,
+    paths: &Paths,
+    root: &Path,
+    state: &Path,
+) -> bool {
+    let Some(shim) = shim else {
+        return false;
+    };
+    if let Some(dir) = unsearchable_ancestor(state) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "user namespaces are not available: others may not search this dir above the state dir (chmod o+x)"
+        );
+        return false;
+    }
+    let pins = crate::pod::userns::PodPins {
+        user: paths.user_dir().join(".probe"),
+        net: paths.netns_dir().join(".probe"),
+        uts: paths.uts_dir().join(".probe"),
+        ipc: paths.ipc_dir().join(".probe"),
+    };
+    match crate::pod::userns::probe(shim, &pins, root).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "user namespaces are not available");
+            false
+        }
+    }
+}
+
+/// The first dir from `/` down to `path` that others may not search, if any.
+fn unsearchable_ancestor(path: &Path) -> Option<PathBuf> {
+    let path = fs::canonicalize(path).ok()?;
+    path.ancestors()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|dir| fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(Path::to_path_buf)
 }

@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! <state>/ns/{net,uts,ipc,pid}/<sandbox id>   pinned pod namespaces (+ pid holder's .pid)
+//! <state>/ns/user/<sandbox id>                pinned user namespace of a pod that has one
 //! <state>/p/<sandbox id>/                     hostname, resolv.conf, hosts, shm (tmpfs)
 //! <state>/c/<container id>/                   bundle and shim state: config.json, rootfs
-//!                                             (overlay mount), shim.sock, exit.json
+//!                                             (overlay mount), shim.sock, exit.json,
+//!                                             idmap/ (idmapped clones, user namespaces)
 //! <state>/cni-cache/                          what CNI ADD used, for DEL
 //! <root>/containers/<container id>/           writable layer: upper, work
 //! ```
@@ -51,6 +53,21 @@ impl Paths {
         self.state.join("ns/pid")
     }
 
+    /// Pinned user namespaces of pods that have their own.
+    pub fn user_dir(&self) -> PathBuf {
+        self.state.join("ns/user")
+    }
+
+    /// A sandbox's pinned user namespace.
+    pub fn user_pin(&self, id: &SandboxId) -> PathBuf {
+        self.user_dir().join(id.as_str())
+    }
+
+    /// A sandbox's pinned network namespace.
+    pub fn netns_pin(&self, id: &SandboxId) -> PathBuf {
+        self.netns_dir().join(id.as_str())
+    }
+
     /// A sandbox's pinned PID namespace.
     pub fn pid_pin(&self, id: &SandboxId) -> PathBuf {
         self.pid_dir().join(id.as_str())
@@ -89,6 +106,12 @@ impl Paths {
     /// A container's root filesystem mount point.
     pub fn rootfs(&self, id: &ContainerId) -> PathBuf {
         self.container_dir(id).join("rootfs")
+    }
+
+    /// Where a container's idmapped clones (of its image layers and volumes) are
+    /// mounted before they go into its rootfs and spec.
+    pub fn idmap_dir(&self, id: &ContainerId) -> PathBuf {
+        self.container_dir(id).join("idmap")
     }
 
     /// The containers' writable layers (ImageFsInfo's container filesystem).

@@ -159,7 +159,9 @@ fn namespaces_alive(ctx: &Context, s: &crate::store::Sandbox) -> bool {
     let net = m.netns_path.as_deref().is_none_or(netns::is_pinned);
     let pid =
         modes.pid != NamespaceMode::Pod || pod::infra::pid_holder_alive(&ctx.paths.pid_pin(&m.id));
-    net && pid
+    let user = pod::userns::of_pod(&m.config).ok().flatten().is_none()
+        || netns::is_pinned(&ctx.paths.user_pin(&m.id));
+    net && pid && user
 }
 
 /// Removes what exists on the host for pods and containers without a record.
@@ -192,6 +194,7 @@ async fn leftovers(ctx: &Arc<Context>) -> usize {
         ctx.paths.uts_dir(),
         ctx.paths.ipc_dir(),
         ctx.paths.pid_dir(),
+        ctx.paths.user_dir(),
     ] {
         for id in unknown_entries(&dir, &sandboxes) {
             if let Ok(sid) = crate::store::SandboxId::parse(&id) {

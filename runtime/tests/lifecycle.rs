@@ -205,7 +205,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
     assert!(pods.is_empty(), "{pods:?}");
     assert!(entries(&node.state().join("c")).is_empty());
     assert!(entries(&node.state().join("p")).is_empty());
-    for kind in ["net", "uts", "ipc", "pid"] {
+    for kind in ["net", "uts", "ipc", "pid", "user"] {
         assert!(
             entries(&node.state().join("ns").join(kind)).is_empty(),
             "ns/{kind}"
@@ -219,6 +219,7 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
                 && !m.ends_with("/ns/uts")
                 && !m.ends_with("/ns/ipc")
                 && !m.ends_with("/ns/pid")
+                && !m.ends_with("/ns/user")
         })
         .collect();
     assert!(left.is_empty(), "mounts left: {left:?}");

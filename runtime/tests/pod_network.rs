@@ -138,7 +138,7 @@ async fn a_hundred_pods_answer_at_their_ips_and_leave_nothing_behind() {
     );
     let left = traces(&node);
     assert!(left.is_empty(), "left behind: {left:#?}");
-    for kind in ["net", "uts", "ipc", "pid"] {
+    for kind in ["net", "uts", "ipc", "pid", "user"] {
         let dir = node.state().join("ns").join(kind);
         assert!(entries(&dir).is_empty(), "pins left in {}", dir.display());
     }
@@ -146,7 +146,7 @@ async fn a_hundred_pods_answer_at_their_ips_and_leave_nothing_behind() {
         .mounts("")
         .into_iter()
         .filter(|m| {
-            !["/ns/net", "/ns/uts", "/ns/ipc", "/ns/pid"]
+            !["/ns/net", "/ns/uts", "/ns/ipc", "/ns/pid", "/ns/user"]
                 .iter()
                 .any(|d| m.ends_with(d))
         })

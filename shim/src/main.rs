@@ -5,7 +5,8 @@
 //! without exec) and must stay small: its memory is paid once per container.
 //!
 //! `crust-shim pause --pin <path>` is another mode: the holder of a pod's shared PID
-//! namespace (see `pause.rs`).
+//! namespace (see `pause.rs`); `crust-shim userns` makes a pod's user namespace and the
+//! namespaces it owns (see `userns.rs`).
 //!
 //! The process crustd starts forks the real shim (its own session, stdio on /dev/null,
 //! its log in `<state>/shim.log`) and exits 0 once the container is created and the
@@ -23,6 +24,7 @@ mod pause;
 mod reaper;
 mod server;
 mod task;
+mod userns;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -78,8 +80,10 @@ fn main() -> ExitCode {
     // The pause mode runs before clap and tokio: it forks a process that should carry
     // as little of the shim as possible.
     let mut raw = std::env::args_os();
-    if raw.nth(1).is_some_and(|a| a == "pause") {
-        return pause::main(raw);
+    match raw.nth(1) {
+        Some(a) if a == "pause" => return pause::main(raw),
+        Some(a) if a == "userns" => return userns::main(raw),
+        _ => {}
     }
     let mut args = Args::parse();
     if let Err(err) = absolutize(&mut args) {

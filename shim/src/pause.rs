@@ -1,4 +1,5 @@
-//! `crust-shim pause --pin <path>`: the holder of a pod's shared PID namespace.
+//! `crust-shim pause --pin <path> [--userns <user namespace pin>]`: the holder of a
+//! pod's shared PID namespace.
 //!
 //! crust has no pause image. This mode, dispatched before anything else of the shim
 //! runs (no clap, no tokio, no threads), unshares a new PID namespace and forks its
@@ -11,6 +12,12 @@
 //! child's host pid to `<pin>.pid` by write-temp-fsync-rename, and exits 0; on failure
 //! it kills the child, removes what it made and exits 1 with the error as one line on
 //! stderr.
+//!
+//! With `--userns`, the PID namespace must be owned by the pod's user namespace (or the
+//! containers could not mount proc in it), yet the pin's bind mount needs the host's
+//! user namespace. So an intermediate child joins the user namespace, unshares the PID
+//! namespace, forks the holder, sends the holder's host pid to the parent and exits;
+//! the parent pins the holder's namespace as above.
 
 use std::ffi::{CStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -38,8 +45,8 @@ const READY: &[u8] = b"ok";
 /// Why the pause mode failed.
 #[derive(Debug, thiserror::Error)]
 enum Error {
-    /// The command line is not `pause --pin <path>`.
-    #[error("usage: crust-shim pause --pin <path>")]
+    /// The command line is not `pause --pin <path> [--userns <path>]`.
+    #[error("usage: crust-shim pause --pin <path> [--userns <path>]")]
     Usage,
     /// A system call failed.
     #[error("{path}: {op}: {source}")]
@@ -80,7 +87,7 @@ fn io_err<'a, E: Into<io::Error>>(
 
 /// Runs the pause mode; `args` are the arguments after `pause`.
 pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
-    let res = parse(args).and_then(|pin| run(&pin));
+    let res = parse(args).and_then(|(pin, userns)| run(&pin, userns.as_deref()));
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -91,19 +98,28 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     }
 }
 
-fn parse(mut args: impl Iterator<Item = OsString>) -> Result<PathBuf> {
-    let first = args.next().ok_or(Error::Usage)?;
-    let pin = if first == "--pin" {
-        args.next().ok_or(Error::Usage)?
-    } else if let Some(p) = first.to_str().and_then(|s| s.strip_prefix("--pin=")) {
-        p.into()
-    } else {
-        return Err(Error::Usage);
-    };
-    if args.next().is_some() || pin.is_empty() {
-        return Err(Error::Usage);
+fn parse(args: impl Iterator<Item = OsString>) -> Result<(PathBuf, Option<PathBuf>)> {
+    let (mut pin, mut userns) = (None, None);
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let arg = arg.into_string().map_err(|_| Error::Usage)?;
+        let (flag, value) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_owned(), OsString::from(v)),
+            None => (arg, args.next().ok_or(Error::Usage)?),
+        };
+        if value.is_empty() {
+            return Err(Error::Usage);
+        }
+        let slot = match flag.as_str() {
+            "--pin" => &mut pin,
+            "--userns" => &mut userns,
+            _ => return Err(Error::Usage),
+        };
+        if slot.replace(PathBuf::from(value)).is_some() {
+            return Err(Error::Usage);
+        }
     }
-    Ok(PathBuf::from(pin))
+    Ok((pin.ok_or(Error::Usage)?, userns))
 }
 
 /// The signals the holder waits for; blocked before the fork, so none is lost.
@@ -115,7 +131,7 @@ fn waited() -> SigSet {
     set
 }
 
-fn run(pin: &Path) -> Result<()> {
+fn run(pin: &Path, userns: Option<&Path>) -> Result<()> {
     if statfs(pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC) {
         return Err(Error::AlreadyPinned(pin.to_owned()));
     }
@@ -125,7 +141,10 @@ fn run(pin: &Path) -> Result<()> {
         .truncate(false)
         .open(pin)
         .map_err(io_err(pin, "create pin file"))?;
-    let res = start(pin);
+    let res = match userns {
+        None => start(pin),
+        Some(userns) => start_in_userns(pin, userns),
+    };
     if res.is_err() {
         let _ = fs::remove_file(pin);
     }
@@ -153,6 +172,77 @@ fn start(pin: &Path) -> Result<()> {
         let _ = waitpid(child, None);
     }
     res
+}
+
+/// As [`start`], with the PID namespace owned by the user namespace pinned at `userns`.
+fn start_in_userns(pin: &Path, userns: &Path) -> Result<()> {
+    let userns_file = File::open(userns).map_err(io_err(userns, "open user namespace"))?;
+    let (status_r, status_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err(pin, "pipe"))?;
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io_err(pin, "pipe"))?;
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&waited()), None)
+        .map_err(io_err(pin, "block signals"))?;
+    // SAFETY: single-threaded: nothing else of the shim has started.
+    let middle = match unsafe { fork() }.map_err(io_err(pin, "fork"))? {
+        ForkResult::Child => {
+            drop(status_r);
+            drop(pid_r);
+            intermediate(&userns_file, status_w, pid_w)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(status_w);
+    drop(pid_w);
+    drop(userns_file);
+    let mut msg = String::new();
+    let read = File::from(pid_r).read_to_string(&mut msg);
+    let _ = waitpid(middle, None);
+    read.map_err(io_err(pin, "read holder pid"))?;
+    let child = match msg.trim().parse::<i32>() {
+        Ok(pid) if pid > 0 => Pid::from_raw(pid),
+        _ => {
+            let message = match msg.trim() {
+                "" => "exited before it was ready".to_owned(),
+                m => m.to_owned(),
+            };
+            return Err(Error::Child {
+                path: pin.to_owned(),
+                message,
+            });
+        }
+    };
+    let res = wait_ready(pin, status_r).and_then(|()| pin_child(pin, child));
+    if res.is_err() {
+        // Not our child: the kernel reaps it once it dies.
+        let _ = kill(child, Signal::SIGKILL);
+    }
+    res
+}
+
+/// The intermediate child: joins the user namespace, unshares the PID namespace and
+/// forks the holder, writes the holder's pid (or its own error) on `pid_w`, exits.
+fn intermediate(userns: &File, status_w: OwnedFd, pid_w: OwnedFd) -> ! {
+    let fail = |op: &str, e: Errno| -> ! {
+        let _ = nix::unistd::write(&pid_w, format!("{op}: {e}").as_bytes());
+        std::process::exit(1)
+    };
+    if let Err(e) = nix::sched::setns(userns, CloneFlags::CLONE_NEWUSER) {
+        fail("join user namespace", e);
+    }
+    if let Err(e) = nix::sched::unshare(CloneFlags::CLONE_NEWPID) {
+        fail("unshare pid namespace", e);
+    }
+    // SAFETY: single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(pid_w);
+            holder(status_w)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = nix::unistd::write(&pid_w, child.to_string().as_bytes());
+            std::process::exit(0)
+        }
+        Err(e) => fail("fork", e),
+    }
 }
 
 /// Reads the child's one message: [`READY`] or its error.
@@ -305,15 +395,25 @@ mod tests {
     fn parses_the_pin() {
         assert_eq!(
             parse(args(&["--pin", "/run/p"])).unwrap(),
-            Path::new("/run/p")
+            (PathBuf::from("/run/p"), None)
         );
-        assert_eq!(parse(args(&["--pin=/run/p"])).unwrap(), Path::new("/run/p"));
+        assert_eq!(
+            parse(args(&["--pin=/run/p"])).unwrap(),
+            (PathBuf::from("/run/p"), None)
+        );
+        assert_eq!(
+            parse(args(&["--userns", "/run/u", "--pin", "/run/p"])).unwrap(),
+            (PathBuf::from("/run/p"), Some(PathBuf::from("/run/u")))
+        );
         for bad in [
             &[][..],
             &["--pin"],
             &["--pin="],
             &["--pin", "a", "b"],
             &["x"],
+            &["--pin", "/a", "--pin", "/b"],
+            &["--userns", "/u"],
+            &["--pin", "/a", "--userns="],
         ] {
             assert!(matches!(parse(args(bad)), Err(Error::Usage)), "{bad:?}");
         }

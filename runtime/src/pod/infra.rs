@@ -94,15 +94,18 @@ pub fn pid_file(pin: &Path) -> PathBuf {
 
 /// Starts a PID namespace holder pinned at `pin` (its dir is prepared as a shared pin
 /// dir first) by running `<shim> pause --pin <pin>`, and returns the holder's host pid.
-/// On failure nothing is left running: the shim kills its child before it fails.
-pub async fn start_pid_holder(shim: &Path, pin: &Path) -> Result<u32> {
+/// With `userns` (a pinned user namespace), the PID namespace is owned by it. On
+/// failure nothing is left running: the shim kills its child before it fails.
+pub async fn start_pid_holder(shim: &Path, pin: &Path, userns: Option<&Path>) -> Result<u32> {
     if let Some(dir) = pin.parent() {
         namespaces::prepare_dir(dir)?;
     }
-    let out = tokio::process::Command::new(shim)
-        .arg("pause")
-        .arg("--pin")
-        .arg(pin)
+    let mut cmd = tokio::process::Command::new(shim);
+    cmd.arg("pause").arg("--pin").arg(pin);
+    if let Some(userns) = userns {
+        cmd.arg("--userns").arg(userns);
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -139,14 +139,14 @@ async fn start_stop_with_the_shim() {
     let dir = tempfile::tempdir().unwrap();
     let pins = dir.path().join("pidns");
     let pin = pins.join("pod");
-    let pid = start_pid_holder(&shim_bin(), &pin).await.unwrap();
+    let pid = start_pid_holder(&shim_bin(), &pin, None).await.unwrap();
     assert!(namespaces::is_pinned(&pin));
     assert!(pid_holder_alive(&pin));
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
     assert_eq!(comm.trim(), "crust-pause");
 
     // A second holder on the same pin is refused and leaves the first alone.
-    let err = start_pid_holder(&shim_bin(), &pin).await.unwrap_err();
+    let err = start_pid_holder(&shim_bin(), &pin, None).await.unwrap_err();
     assert!(matches!(err, Error::Pause { .. }), "{err}");
     assert!(pid_holder_alive(&pin));
 

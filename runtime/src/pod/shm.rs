@@ -41,10 +41,14 @@ fn err(path: &Path, op: &'static str, source: impl Into<io::Error>) -> Error {
 }
 
 /// Creates the dir `path` (if missing) and mounts a tmpfs of at most `size_bytes` on
-/// it. Blocks for the mount; from async code call it through `spawn_blocking`.
-pub fn mount_shm(path: &Path, size_bytes: u64) -> Result<()> {
+/// it, its root owned by `owner` (uid, gid; root when `None`). Blocks for the mount;
+/// from async code call it through `spawn_blocking`.
+pub fn mount_shm(path: &Path, size_bytes: u64, owner: Option<(u32, u32)>) -> Result<()> {
     fs::create_dir_all(path).map_err(|e| err(path, "create dir", e))?;
-    let data = format!("mode=1777,size={size_bytes}");
+    let mut data = format!("mode=1777,size={size_bytes}");
+    if let Some((uid, gid)) = owner {
+        data.push_str(&format!(",uid={uid},gid={gid}"));
+    }
     nix::mount::mount(
         Some("shm"),
         path,
@@ -96,7 +100,7 @@ mod tests {
         assert!(nix::unistd::geteuid().is_root(), "shm tests need root");
         let dir = tempfile::tempdir().unwrap();
         let shm = dir.path().join("shm");
-        mount_shm(&shm, DEFAULT_SIZE).unwrap();
+        mount_shm(&shm, DEFAULT_SIZE, None).unwrap();
         let mounted = || mountinfo_line(&shm);
         let line = mounted().expect("mounted");
         assert_eq!(statfs(&shm).unwrap().filesystem_type(), TMPFS_MAGIC);
@@ -114,6 +118,20 @@ mod tests {
         assert!(!shm.exists());
         // Idempotent.
         unmount_shm(&shm).unwrap();
+    }
+
+    #[test]
+    fn mount_owned_by_a_user_namespace_root() {
+        assert!(nix::unistd::geteuid().is_root(), "shm tests need root");
+        let dir = tempfile::tempdir().unwrap();
+        let shm = dir.path().join("shm");
+        mount_shm(&shm, DEFAULT_SIZE, Some((1000, 2000))).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(&shm).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1000, 2000));
+        assert_eq!(meta.mode() & 0o7777, 0o1777);
+        unmount_shm(&shm).unwrap();
+        assert!(!shm.exists());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CreateContainer: resolves the image, mounts the overlayfs rootfs (the image's layer
-//! snapshots as lowerdirs, a writable layer of its own), turns the CRI config and the
-//! image config into an OCI spec, and starts a crust-shim that creates the container.
+//! snapshots as lowerdirs, a writable layer of its own; idmapped in a pod with its own
+//! user namespace: `container_rootfs`), turns the CRI config and the image config into
+//! an OCI spec, and starts a crust-shim that creates the container.
 //! A failure at any step tears down everything before it.
 
 use std::path::{Path, PathBuf};
@@ -12,12 +13,14 @@ use crust_proto::cri::{
 };
 
 use super::Context;
+use super::container_rootfs;
 use super::containers;
 use super::error::{Error, Result, blocking};
 use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::config::CgroupDriver;
 use crate::pod::files::PodFiles;
+use crate::pod::userns::PodUserns;
 use crate::shims::{self, LaunchRequest};
 use crate::spec::{
     self, ContainerSpecRequest, HostDevices, PodNamespace, RootfsUsers, SandboxFiles,
@@ -27,9 +30,6 @@ use crate::store::{
     ContainerId, ContainerMetadata, ContainerStatus, ProcessUser, Sandbox, SandboxState,
     container_name, now_nanos,
 };
-
-/// The longest overlayfs option string the kernel takes (one page).
-const MAX_MOUNT_DATA: usize = 4095;
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument {
@@ -228,6 +228,11 @@ async fn make(
         systemd_cgroup: false,
     })
     .await?;
+    let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
+    blocking("release volume clones", move || {
+        container_rootfs::release_volumes(&what, &idmap)
+    })
+    .await?;
     containers::publish(
         ctx,
         &container,
@@ -306,8 +311,22 @@ impl BundleJob {
             std::fs::create_dir_all(&empty).map_err(Error::io(self.what(), "create", &empty))?;
             lower.push(empty);
         }
-        mount_overlay(&self.what(), &rootfs, &lower, &upper, &work)?;
+        let userns = self.userns();
+        let idmap = paths.idmap_dir(&self.id);
+        container_rootfs::mount(&container_rootfs::Rootfs {
+            what: &self.what(),
+            target: &rootfs,
+            lower: &lower,
+            upper: &upper,
+            work: &work,
+            userns: userns.as_ref().map(|(p, u)| (p.as_path(), u)),
+            idmap: &idmap,
+        })?;
         self.prepare_host_paths()?;
+        if let Some((pin, _)) = &userns {
+            let what = self.what();
+            container_rootfs::idmap_volumes(&what, &mut self.config.mounts, pin, &idmap)?;
+        }
         let spec = self.spec(&rootfs)?;
         let json = serde_json::to_string(&spec).map_err(|e| Error::Internal {
             what: self.what(),
@@ -360,6 +379,13 @@ impl BundleJob {
         Ok(())
     }
 
+    /// The pod's user namespace and where it is pinned, if it has one.
+    fn userns(&self) -> Option<(PathBuf, PodUserns)> {
+        let sm = self.sandbox.metadata();
+        let ids = crate::pod::userns::of_pod(&sm.config).ok().flatten()?;
+        Some((self.ctx.paths.user_pin(&sm.id), ids))
+    }
+
     fn spec(&self, rootfs: &Path) -> Result<oci_spec::runtime::Spec> {
         let paths = &self.ctx.paths;
         let sm = self.sandbox.metadata();
@@ -382,6 +408,7 @@ impl BundleJob {
                 _ => None,
             },
             target_pid: self.target_pid.clone(),
+            user: self.userns(),
         };
         let pod_files = PodFiles::in_dir(&paths.sandbox_dir(sid));
         let existing = |p: &PathBuf| p.exists().then(|| p.clone());
@@ -423,43 +450,6 @@ impl BundleJob {
             ))
         })
     }
-}
-
-/// Mounts the overlay: `lower` topmost first.
-fn mount_overlay(
-    what: &str,
-    target: &Path,
-    lower: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-) -> Result<()> {
-    let lowerdir = lower
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let data = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
-        upper.display(),
-        work.display()
-    );
-    if data.len() > MAX_MOUNT_DATA {
-        return Err(Error::Unsupported {
-            what: what.to_owned(),
-            reason: format!(
-                "the image has {} layers: their paths exceed the overlayfs option limit",
-                lower.len()
-            ),
-        });
-    }
-    nix::mount::mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(data.as_str()),
-    )
-    .map_err(|e| Error::io(what, "mount overlay on", target)(e.into()))
 }
 
 #[cfg(test)]

@@ -77,6 +77,9 @@ pub enum Error {
     /// A pod's shared PID namespace could not be started or stopped.
     #[error(transparent)]
     PidHolder(#[from] crate::pod::infra::Error),
+    /// A pod's user namespace or a container's idmapped mount could not be made.
+    #[error(transparent)]
+    Userns(#[from] crate::pod::userns::Error),
     /// A file system operation failed.
     #[error("{what}: {op} {}: {source}", path.display())]
     Io {

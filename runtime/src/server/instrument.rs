@@ -159,6 +159,7 @@ pub fn code(err: &Error) -> Code {
         | Error::PodNamespace(_)
         | Error::Shm(_)
         | Error::PidHolder(_)
+        | Error::Userns(_)
         | Error::Io { .. }
         | Error::Internal { .. }
         | Error::Task { .. } => Code::Internal,

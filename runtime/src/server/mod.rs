@@ -11,6 +11,7 @@ pub mod container_exec_sync;
 pub mod container_list;
 pub mod container_remove;
 pub mod container_reopen_log;
+pub mod container_rootfs;
 pub mod container_start;
 pub mod container_stats;
 pub mod container_status;
@@ -84,6 +85,9 @@ pub struct Context {
     pub cpu: CpuRates,
     /// The streaming server's URLs for Exec, Attach and PortForward.
     pub streaming: Arc<crate::streaming::Streamer>,
+    /// Pods can have their own user namespace: the kernel lets crust make one and
+    /// idmapped mounts work on the root dir's filesystem (probed at start-up).
+    pub user_namespaces: bool,
 }
 
 impl Context {

@@ -52,12 +52,12 @@ pub async fn status(ctx: &Context, req: StatusRequest) -> Result<StatusResponse>
         info,
         // Only the default handler. Recursive read-only mounts work through
         // mount_setattr (Linux 5.12+), which libcontainer uses for `rro`; user namespaces
-        // are not claimed until they work.
+        // when the start-up probe could make one and idmap a mount with it.
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: ctx.host.mount_setattr,
-                user_namespaces: false,
+                user_namespaces: ctx.user_namespaces,
             }),
         }],
         // Supplemental groups follow the container's policy: Merge adds the image's

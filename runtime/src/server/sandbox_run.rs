@@ -1,7 +1,9 @@
 //! RunPodSandbox: a pod without a pause image. crustd pins the pod's network, UTS and
 //! IPC namespaces itself, starts a tiny holder for a shared PID namespace, writes
 //! hostname, resolv.conf and hosts, mounts the pod's /dev/shm and attaches the pod to
-//! the network through CNI. A failure at any step tears down everything before it.
+//! the network through CNI. A pod with its own user namespace (mode POD) gets it pinned
+//! too, with its network, UTS, IPC and PID namespaces owned by it (`pod::userns`). A
+//! failure at any step tears down everything before it.
 
 use std::sync::Arc;
 
@@ -43,6 +45,12 @@ pub async fn run_pod_sandbox(
     if meta.name.is_empty() {
         return Err(invalid("config.metadata.name is required"));
     }
+    pod::userns::of_pod(&config).map_err(|e| {
+        invalid(format!(
+            "pod {:?}: namespace_options.userns_options: {e}",
+            meta.name
+        ))
+    })?;
     if !HANDLERS.contains(&req.runtime_handler.as_str()) {
         return Err(Error::NotFound {
             what: format!("runtime handler {:?}", req.runtime_handler),
@@ -127,17 +135,31 @@ async fn run(
 /// Everything the pod needs, in order; returns the pod's IPs.
 async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result<Vec<String>> {
     let (paths, id, config) = (ctx.paths.clone(), m.id.clone(), m.config.clone());
-    let host_hostname = ctx.host.hostname.clone();
+    // Validated by run_pod_sandbox.
+    let userns = pod::userns::of_pod(&m.config).ok().flatten();
+    let shim = || {
+        ctx.shim_path
+            .as_deref()
+            .ok_or_else(|| Error::FailedPrecondition {
+                what: format!("sandbox {}", m.id),
+                message: "crust-shim was not found".into(),
+            })
+    };
+    if userns.is_some() {
+        shim()?;
+    }
+    let hostname = if m.config.hostname.is_empty() {
+        ctx.host.hostname.clone()
+    } else {
+        m.config.hostname.clone()
+    };
+    let pod_hostname = hostname.clone();
     blocking("set up sandbox", move || {
+        let hostname = pod_hostname;
         let what = || format!("sandbox {id}");
         let dir = paths.sandbox_dir(&id);
         std::fs::create_dir_all(&dir).map_err(Error::io(what(), "create", &dir))?;
         let files = pod::files::PodFiles::in_dir(&dir);
-        let hostname = if config.hostname.is_empty() {
-            host_hostname
-        } else {
-            config.hostname.clone()
-        };
         let host_resolv = read_host_file("/etc/resolv.conf");
         let host_hosts = read_host_file("/etc/hosts");
         let writes = [
@@ -151,33 +173,51 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
                 pod::files::hosts(modes.host_network, &host_hosts),
             ),
         ];
+        // The container's root owns its pod files and /dev/shm, as in a pod without a
+        // user namespace.
+        let owner = userns.map(|u| u.root());
         for (path, content) in writes {
             pod::files::write_file(path, &content, 0o644).map_err(Error::io(
                 what(),
                 "write",
                 path,
             ))?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(Error::io(
+                    what(),
+                    "chown",
+                    path,
+                ))?;
+            }
         }
         if !modes.host_ipc {
-            pod::shm::mount_shm(&files.shm, SHM_BYTES)?;
-            pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
+            pod::shm::mount_shm(&files.shm, SHM_BYTES, owner)?;
         }
-        if !modes.host_network {
-            netns::create(&paths.netns_dir(), &id)?;
-            pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
+        if userns.is_none() {
+            if !modes.host_ipc {
+                pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
+            }
+            if !modes.host_network {
+                netns::create(&paths.netns_dir(), &id)?;
+                pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
+            }
         }
         Ok(())
     })
     .await?;
+    if let Some(userns) = &userns {
+        let pins = pod::userns::PodPins {
+            user: ctx.paths.user_pin(&m.id),
+            net: ctx.paths.netns_pin(&m.id),
+            uts: ctx.paths.uts_pin(&m.id),
+            ipc: ctx.paths.ipc_pin(&m.id),
+        };
+        pod::userns::create(shim()?, &pins, userns, &hostname).await?;
+    }
     if modes.pid == NamespaceMode::Pod {
-        let shim = ctx
-            .shim_path
-            .as_deref()
-            .ok_or_else(|| Error::FailedPrecondition {
-                what: format!("sandbox {}", m.id),
-                message: "crust-shim was not found".into(),
-            })?;
-        pod::infra::start_pid_holder(shim, &ctx.paths.pid_pin(&m.id)).await?;
+        let user_pin = userns.map(|_| ctx.paths.user_pin(&m.id));
+        pod::infra::start_pid_holder(shim()?, &ctx.paths.pid_pin(&m.id), user_pin.as_deref())
+            .await?;
     }
     let Some(netns) = &m.netns_path else {
         return Ok(Vec::new());
@@ -185,16 +225,21 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
     let ips = sandboxes::attach(ctx, &m.id, netns, &m.config).await?;
     // The pod's own name at its addresses, now that it has them.
     let files = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id));
-    let hostname = if m.config.hostname.is_empty() {
-        ctx.host.hostname.clone()
-    } else {
-        m.config.hostname.clone()
-    };
     let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
     let what = format!("sandbox {}", m.id);
     let path = files.hosts.clone();
+    let owner = userns.map(|u| u.root());
     blocking("write hosts", move || {
-        pod::files::write_file(&path, &content, 0o644).map_err(Error::io(what, "write", &path))
+        pod::files::write_file(&path, &content, 0o644).map_err(Error::io(
+            what.clone(),
+            "write",
+            &path,
+        ))?;
+        match owner {
+            Some((uid, gid)) => std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .map_err(Error::io(what, "chown", &path)),
+            None => Ok(()),
+        }
     })
     .await?;
     Ok(ips)

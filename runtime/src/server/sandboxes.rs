@@ -231,6 +231,8 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
         pod::namespaces::unpin(&paths.uts_pin(&sid))?;
         pod::namespaces::unpin(&paths.ipc_pin(&sid))?;
         netns::remove(&paths.netns_dir().join(sid.as_str()))?;
+        // Last: the namespaces above are owned by it.
+        pod::namespaces::unpin(&paths.user_pin(&sid))?;
         let files = pod::files::PodFiles::in_dir(&paths.sandbox_dir(&sid));
         pod::shm::unmount_shm(&files.shm)?;
         let dir = paths.sandbox_dir(&sid);

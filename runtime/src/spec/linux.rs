@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use crust_proto::cri::{LinuxContainerResources, NamespaceMode};
 use oci_spec::runtime::{
-    Linux, LinuxCpu, LinuxHugepageLimit, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources,
+    Linux, LinuxCpu, LinuxHugepageLimit, LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemory,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources,
 };
 
 use super::{ContainerSpecRequest, HostFacts, PodNamespace, Result, devices, seccomp};
+use crate::pod::userns::{Mapping, PodUserns};
 
 /// Paths of /proc and /sys hidden from non-privileged containers (containerd's defaults).
 pub const DEFAULT_MASKED_PATHS: [&str; 11] = [
@@ -66,11 +67,27 @@ pub(super) fn linux(req: &ContainerSpecRequest) -> Result<Linux> {
         .set_devices(Some(nodes))
         .set_masked_paths(Some(masked))
         .set_readonly_paths(Some(readonly))
-        .set_uid_mappings(None)
-        .set_gid_mappings(None)
+        .set_uid_mappings(id_mappings(req, |u| u.uid))
+        .set_gid_mappings(id_mappings(req, |u| u.gid))
         .set_seccomp(seccomp::seccomp(req)?)
         .set_mount_label(None);
     Ok(linux)
+}
+
+/// The pod user namespace's mapping `pick` chooses, in OCI form.
+fn id_mappings(
+    req: &ContainerSpecRequest,
+    pick: impl Fn(&PodUserns) -> Mapping,
+) -> Option<Vec<LinuxIdMapping>> {
+    let (_, userns) = req.namespaces.user.as_ref()?;
+    let m = pick(userns);
+    LinuxIdMappingBuilder::default()
+        .container_id(m.container)
+        .host_id(m.host)
+        .size(m.length)
+        .build()
+        .ok()
+        .map(|map| vec![map])
 }
 
 fn namespace(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> LinuxNamespace {
@@ -79,11 +96,16 @@ fn namespace(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> LinuxNamespace 
     ns
 }
 
-/// A new mount namespace; the pod's network, IPC and UTS namespaces (none, meaning the
-/// host's, for host ones); the PID namespace by the container's PID mode.
+/// The pod's user namespace if it has one; a new mount namespace; the pod's network,
+/// IPC and UTS namespaces (none, meaning the host's, for host ones); the PID namespace
+/// by the container's PID mode.
 fn namespaces(req: &ContainerSpecRequest) -> Result<Vec<LinuxNamespace>> {
-    let mut out = vec![namespace(LinuxNamespaceType::Mount, None)];
     let pod = req.namespaces;
+    let mut out = Vec::new();
+    if let Some((path, _)) = &pod.user {
+        out.push(namespace(LinuxNamespaceType::User, Some(path)));
+    }
+    out.push(namespace(LinuxNamespaceType::Mount, None));
     for (typ, ns) in [
         (LinuxNamespaceType::Network, &pod.network),
         (LinuxNamespaceType::Ipc, &pod.ipc),

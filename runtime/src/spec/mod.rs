@@ -4,7 +4,7 @@
 //! `/etc/passwd`, host device nodes, crustd's own capabilities) comes in through the
 //! request: the [`UserLookup`] and [`DeviceLookup`] traits and [`HostFacts`].
 //!
-//! Not here yet: user namespaces, CDI.
+//! Not here yet: CDI.
 
 mod caps;
 mod devices;
@@ -33,6 +33,8 @@ pub use seccomp::{SeccompChoice, seccomp_choice, seccomp_localhost_path};
 pub use summary::security_summary;
 pub use user::{GroupEntry, PasswdEntry, RootfsUsers, UserLookup};
 
+use crate::pod::userns::{self, PodUserns};
+
 /// The OCI runtime spec version crust writes.
 pub const OCI_VERSION: &str = "1.1.0";
 
@@ -60,6 +62,9 @@ pub struct SandboxNamespaces {
     /// The PID namespace of the container named by `namespace_options.target_id`, for
     /// containers in PID mode TARGET; the caller looks it up.
     pub target_pid: Option<PathBuf>,
+    /// The pod's own user namespace (mode POD), pinned at this path; `None` for the
+    /// host's.
+    pub user: Option<(PathBuf, PodUserns)>,
 }
 
 /// Host paths of the files crustd prepared for the pod. A `None` file is not mounted
@@ -254,18 +259,23 @@ pub fn container_spec(req: &ContainerSpecRequest) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Refuses what this version cannot honour rather than silently ignoring it.
+/// Refuses what this version cannot honour rather than silently ignoring it, and a
+/// user namespace other than the pod's.
 fn check_supported(req: &ContainerSpecRequest) -> Result<()> {
-    let userns = req
+    let asked = req
         .security()
         .and_then(|s| s.namespace_options.as_ref())
-        .and_then(|n| n.userns_options.as_ref())
-        .is_some_and(|u| u.mode == crust_proto::cri::NamespaceMode::Pod as i32);
-    if userns {
-        return Err(Error::Unsupported {
-            id: req.id.to_string(),
-            feature: "user namespaces",
-        });
+        .and_then(|n| n.userns_options.as_ref());
+    if let Some(opts) = asked {
+        let field = "namespace_options.userns_options";
+        let own = userns::from_options(Some(opts)).map_err(|e| req.invalid(field, e))?;
+        let pod = req.namespaces.user.as_ref().map(|(_, u)| *u);
+        if own != pod {
+            return Err(req.invalid(
+                field,
+                "a container must use its pod's user namespace, with the same mappings",
+            ));
+        }
     }
     if !req.config.cdi_devices.is_empty() {
         return Err(Error::Unsupported {
@@ -281,7 +291,11 @@ pub(crate) mod testutil;
 
 #[cfg(test)]
 mod tests {
-    use crust_proto::cri::{LinuxContainerConfig, LinuxPodSandboxConfig};
+    use crust_proto::cri::{
+        IdMapping, LinuxContainerConfig, LinuxPodSandboxConfig, NamespaceMode, NamespaceOption,
+        UserNamespace,
+    };
+    use oci_spec::runtime::LinuxNamespaceType;
 
     use super::testutil::Fixture;
     use super::*;
@@ -343,18 +357,102 @@ mod tests {
         f.spec().unwrap();
     }
 
+    fn userns_options(mode: NamespaceMode, host_id: u32) -> NamespaceOption {
+        let map = vec![IdMapping {
+            container_id: 0,
+            host_id,
+            length: 65536,
+        }];
+        NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: mode as i32,
+                uids: map.clone(),
+                gids: map,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn pod_userns(host: u32) -> (PathBuf, PodUserns) {
+        let map = userns::Mapping {
+            container: 0,
+            host,
+            length: 65536,
+        };
+        (
+            PathBuf::from("/run/crust/ns/user/p1"),
+            PodUserns { uid: map, gid: map },
+        )
+    }
+
     #[test]
-    fn user_namespaces_are_unsupported() {
+    fn user_namespace_of_the_pod() {
         let mut f = Fixture::new();
         f.config.linux = Some(LinuxContainerConfig::default());
-        f.security().namespace_options = Some(crust_proto::cri::NamespaceOption {
-            userns_options: Some(crust_proto::cri::UserNamespace {
-                mode: crust_proto::cri::NamespaceMode::Pod as i32,
+        f.security().namespace_options = Some(userns_options(NamespaceMode::Pod, 1000));
+        f.namespaces.user = Some(pod_userns(1000));
+        let spec = f.spec().unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let user = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+            .expect("a user namespace");
+        assert_eq!(
+            user.path().as_deref(),
+            Some(Path::new("/run/crust/ns/user/p1"))
+        );
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let maps = maps.as_ref().unwrap();
+            assert_eq!(maps.len(), 1);
+            assert_eq!(
+                (maps[0].container_id(), maps[0].host_id(), maps[0].size()),
+                (0, 1000, 65536)
+            );
+        }
+        // Unset options inherit the pod's.
+        f.security().namespace_options = None;
+        assert!(
+            f.spec()
+                .unwrap()
+                .linux()
+                .as_ref()
+                .unwrap()
+                .uid_mappings()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn user_namespace_other_than_the_pod_is_refused() {
+        let mut f = Fixture::new();
+        f.config.linux = Some(LinuxContainerConfig::default());
+        // A POD user namespace in a pod without one.
+        f.security().namespace_options = Some(userns_options(NamespaceMode::Pod, 1000));
+        let err = f.spec().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            err.to_string().contains("its pod's user namespace"),
+            "{err}"
+        );
+        // Other mappings than the pod's.
+        f.namespaces.user = Some(pod_userns(2000));
+        assert_eq!(f.spec().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // The host's user namespace in a pod with its own.
+        f.security().namespace_options = Some(NamespaceOption {
+            userns_options: Some(UserNamespace {
+                mode: NamespaceMode::Node as i32,
                 ..Default::default()
             }),
             ..Default::default()
         });
-        assert_eq!(f.spec().unwrap_err().kind(), ErrorKind::Unsupported);
+        assert_eq!(f.spec().unwrap_err().kind(), ErrorKind::InvalidArgument);
+        // CONTAINER mode.
+        f.security().namespace_options = Some(userns_options(NamespaceMode::Container, 2000));
+        let err = f.spec().unwrap_err();
+        assert!(err.to_string().contains("CONTAINER"), "{err}");
     }
 
     #[test]

@@ -111,6 +111,7 @@ impl Fixture {
                 uts: PodNamespace::Pinned("/run/crust/ns/uts".into()),
                 pid: Some(PodNamespace::Pinned("/run/crust/ns/pid".into())),
                 target_pid: None,
+                user: None,
             },
             files: SandboxFiles {
                 hostname: Some("/run/crust/pod/hostname".into()),

@@ -47,6 +47,13 @@ impl Layout {
             .prefix("crust-it.")
             .tempdir()
             .expect("temp dir");
+        // As under /run: a container's root in a pod user namespace, an unprivileged
+        // host user, must be able to search down to the state dir.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod temp dir");
         let socket = dir.path().join("crust.sock");
         let config = dir.path().join("config.toml");
         let text = format!(

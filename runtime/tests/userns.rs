@@ -1,0 +1,347 @@
+//! A pod with its own user namespace (CRI NamespaceMode POD), end to end through a real
+//! crustd, crust-shims, Debian's CNI plugins and busybox from the local registry: the
+//! container sees the pod's mapping, the image's files and a root-owned host volume
+//! belong to its root, what its root writes lands owned by the host's root on the
+//! volume (idmapped mount) and by the mapped id in its writable layer, it can't do what
+//! the host's root can, exec is refused (not run outside the user namespace), and
+//! nothing (pin, mount) is left once the pod is removed, also after crustd was
+//! SIGKILLed in between. Runs as root. The container reports through its log.
+//! The pod network is bridge `crustuns0`, 10.93.0.0/24, kept in the test's temp dir.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use common::pods::*;
+use crust_proto::cri::*;
+
+const BRIDGE: &str = "crustuns0";
+const SUBNET: &str = "10.93.0.0/24";
+
+/// The host ids of the pod's ids 0..65536.
+const HOST_ID: u32 = 200_000;
+const LENGTH: u32 = 65_536;
+
+/// The tests share the bridge: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn userns_options() -> NamespaceOption {
+    let map = vec![IdMapping {
+        container_id: 0,
+        host_id: HOST_ID,
+        length: LENGTH,
+    }];
+    NamespaceOption {
+        userns_options: Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: map.clone(),
+            gids: map,
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the probe container prints, one line per check.
+const PROBE: &str = "\
+    cat /proc/self/uid_map; cat /proc/self/gid_map; id -u; id -g; \
+    stat -c %u:%g /bin /etc/hosts /etc/hostname /dev/shm /data /data/host-file; \
+    cat /data/host-file; \
+    echo hi > /data/written && echo wrote-volume; \
+    echo hi > /written && echo wrote-rootfs; \
+    cat /proc/sys/kernel/hostname; \
+    ls /sys/class/net | grep -c lo; \
+    stat -c %u /data/secret; \
+    cat /data/secret 2>/dev/null || echo no-secret; \
+    mknod /tmp/null c 1 3 2>/dev/null && echo MKNOD || echo no-mknod; \
+    (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null && echo DROP || echo no-drop; \
+    stat -c %u:%g /ro-file; cat /ro-file; \
+    (echo x >> /ro-file) 2>/dev/null && echo RO-WRITTEN || echo ro-refused; \
+    echo done";
+
+/// The lines a CRI log file holds, without timestamps and stream tags.
+fn log_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default().to_string())
+        .collect()
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid())
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
+    let _serial = SERIAL.lock().await;
+    let mut node = Node::start(BRIDGE, SUBNET).await;
+    let mut rt = node.rt().await;
+    let status = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.runtime_handlers[0]
+            .features
+            .as_ref()
+            .unwrap()
+            .user_namespaces,
+        "the handler claims user namespaces:\n{}",
+        node.crustd.log()
+    );
+
+    // A volume: a root-owned dir with a root file and a file of an unmapped host uid.
+    let volume = tempfile::Builder::new()
+        .prefix("crust-uns-vol.")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(volume.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let host_file = volume.path().join("host-file");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    let secret = volume.path().join("secret");
+    std::fs::write(&secret, "unmapped owner\n").unwrap();
+    std::os::unix::fs::chown(&secret, Some(HOST_ID + LENGTH + 1), Some(0)).unwrap();
+    std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).unwrap();
+
+    let mut config = pod_config("userns", &node.logs());
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(userns_options()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &config).await;
+    let state = node.state();
+    let user_pin = state.join("ns/user").join(&pod);
+    assert!(user_pin.exists(), "user namespace pinned");
+
+    let namespaced = |mut ctr: ContainerConfig| {
+        ctr.mounts = vec![
+            Mount {
+                container_path: "/data".into(),
+                host_path: volume.path().display().to_string(),
+                ..Default::default()
+            },
+            // A read-only file volume.
+            Mount {
+                container_path: "/ro-file".into(),
+                host_path: host_file.display().to_string(),
+                readonly: true,
+                ..Default::default()
+            },
+        ];
+        ctr.linux = Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(userns_options()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        ctr
+    };
+    let probe = create(
+        &mut rt,
+        &pod,
+        &config,
+        namespaced(container_config("probe", &["sh", "-c", PROBE])),
+    )
+    .await;
+    // The volume's idmapped clone is gone from the host once the container holds it.
+    assert_eq!(node.mounts("idmap"), Vec::<String>::new());
+    start(&mut rt, &probe).await;
+    let exited = wait_state(&mut rt, &probe, ContainerState::ContainerExited).await;
+    let log = std::fs::read_to_string(&exited.log_path).unwrap();
+    assert_eq!(exited.exit_code, 0, "{log}");
+    let lines = log_lines(&log);
+    let fields = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mapping = format!("0 {HOST_ID} {LENGTH}");
+    let mut want: Vec<String> = vec![mapping.clone(), mapping, "0".into(), "0".into()];
+    // The image's files, the pod's files and the volume belong to the container's root.
+    want.extend(std::iter::repeat_n("0:0".to_string(), 6));
+    want.extend(
+        [
+            "from the host",
+            "wrote-volume",
+            "wrote-rootfs",
+            // proc and sysfs work: the namespaces are owned by the pod's user namespace.
+            "userns",
+            "1",
+            // What the host's root could do, the container's root can't: read a file of
+            // an unmapped owner (shown as the overflow id), make a device node, write a
+            // host-wide sysctl.
+            "65534",
+            "no-secret",
+            "no-mknod",
+            "no-drop",
+            "0:0",
+            "from the host",
+            "ro-refused",
+            "done",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(
+        lines.iter().map(|l| fields(l)).collect::<Vec<_>>(),
+        want,
+        "{log}"
+    );
+    // Written by the container's root: owned by the host's root on the volume, by the
+    // mapped id in the writable layer.
+    assert_eq!(owner(&volume.path().join("written")), (0, 0));
+    let layers = node.crustd.root().join("containers").join(&probe);
+    assert_eq!(owner(&layers.join("upper/written")), (HOST_ID, HOST_ID));
+    assert_eq!(owner(&layers.join("upper")), (HOST_ID, HOST_ID));
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "unmapped owner\n"
+    );
+
+    // Exec is refused rather than run outside the user namespace.
+    let id = create(
+        &mut rt,
+        &pod,
+        &config,
+        namespaced(container_config("main", &["sleep", "3600"])),
+    )
+    .await;
+    start(&mut rt, &id).await;
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+    let err = exec(&mut rt, &id, &["id", "-u"], 10).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
+    assert!(err.message().contains("user namespace"), "{err:?}");
+
+    // A container asking for other mappings than its pod's is refused.
+    let mut other = container_config("other", &["true"]);
+    let mut opts = userns_options();
+    opts.userns_options.as_mut().unwrap().uids[0].host_id = HOST_ID + 1;
+    other.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(opts),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(other),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("pod's user namespace"), "{err:?}");
+
+    // After a crash the pod is still ready, and its removal leaves nothing behind.
+    node.crustd.crash_and_restart().await;
+    let mut rt = node.rt().await;
+    let ready = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .state;
+    assert_eq!(ready, PodSandboxState::SandboxReady as i32);
+    wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    for kind in ["user", "net", "uts", "ipc", "pid"] {
+        let dir = state.join("ns").join(kind);
+        let left: Vec<String> = entries(&dir)
+            .into_iter()
+            .filter(|e| !e.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{kind} pins left: {left:?}");
+    }
+    assert_eq!(node.mounts(&pod), Vec::<String>::new());
+    assert_eq!(node.mounts(&id), Vec::<String>::new());
+    assert_eq!(node.mounts(&probe), Vec::<String>::new());
+    assert_eq!(node.mounts("idmap"), Vec::<String>::new());
+    assert!(!layers.exists(), "writable layer removed");
+    // The volume keeps what was written, with the host's owners.
+    assert_eq!(owner(&volume.path().join("written")), (0, 0));
+    assert_eq!(owner(&host_file), (0, 0));
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn bad_user_namespaces_are_refused_before_anything_is_made() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
+    let mut rt = node.rt().await;
+    let two = vec![
+        IdMapping {
+            container_id: 0,
+            host_id: HOST_ID,
+            length: 10,
+        },
+        IdMapping {
+            container_id: 10,
+            host_id: HOST_ID + 10,
+            length: 10,
+        },
+    ];
+    let cases = [
+        (
+            NamespaceMode::Pod,
+            two.clone(),
+            two,
+            "exactly one uid mapping",
+        ),
+        (NamespaceMode::Container, vec![], vec![], "mode CONTAINER"),
+        (NamespaceMode::Target, vec![], vec![], "mode TARGET"),
+    ];
+    for (mode, uids, gids, want) in cases {
+        let mut config = pod_config("bad-userns", &node.logs());
+        config.linux = Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    userns_options: Some(UserNamespace {
+                        mode: mode as i32,
+                        uids,
+                        gids,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let err = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(want), "{err:?}");
+        assert!(err.message().contains("bad-userns"), "{err:?}");
+    }
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(entries(&node.state().join("p")).is_empty());
+    assert!(entries(&node.state().join("ns/user")).is_empty());
+}
