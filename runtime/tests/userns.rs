@@ -3,7 +3,7 @@
 //! container sees the pod's mapping, the image's files and a root-owned host volume
 //! belong to its root, what its root writes lands owned by the host's root on the
 //! volume (idmapped mount) and by the mapped id in its writable layer, it can't do what
-//! the host's root can, exec is refused (not run outside the user namespace), and
+//! the host's root can, an exec'd process runs inside the user namespace too, and
 //! nothing (pin, mount) is left once the pod is removed, also after crustd was
 //! SIGKILLed in between. Runs as root. The container reports through its log.
 //! The pod network is bridge `crustuns0`, 10.93.0.0/24, kept in the test's temp dir.
@@ -199,7 +199,8 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
         "unmapped owner\n"
     );
 
-    // Exec is refused rather than run outside the user namespace.
+    // An exec'd process runs inside the pod's user namespace too, as the container's
+    // root: the same mapping, and the file of an unmapped owner stays unreadable.
     let id = create(
         &mut rt,
         &pod,
@@ -209,9 +210,24 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
     .await;
     start(&mut rt, &id).await;
     wait_state(&mut rt, &id, ContainerState::ContainerRunning).await;
-    let err = exec(&mut rt, &id, &["id", "-u"], 10).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err:?}");
-    assert!(err.message().contains("user namespace"), "{err:?}");
+    let script = "id -u; cat /proc/self/uid_map; stat -c %u /data/secret; \
+                  cat /data/secret 2>/dev/null || echo no-secret";
+    let out = exec(&mut rt, &id, &["sh", "-c", script], 10).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(
+        words,
+        [
+            "0",
+            "0",
+            &HOST_ID.to_string(),
+            &LENGTH.to_string(),
+            "65534",
+            "no-secret"
+        ],
+        "{stdout}"
+    );
 
     // A container asking for other mappings than its pod's is refused.
     let mut other = container_config("other", &["true"]);

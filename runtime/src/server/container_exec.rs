@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
 use super::Context;
-use super::containers::exec_shim;
+use super::containers::running_shim;
 use super::error::{Error, Result};
 use crate::streaming::{self, Request, SessionError, SessionIo, TermSize};
 
@@ -60,7 +60,7 @@ pub async fn exec(ctx: &Arc<Context>, mut req: ExecRequest) -> Result<ExecRespon
         });
     }
     check_streams("Exec", req.stdin, req.stdout, req.stderr, req.tty)?;
-    let (id, _) = exec_shim(ctx, &req.container_id)?;
+    let (id, _) = running_shim(ctx, &req.container_id, "exec in")?;
     req.container_id = id;
     Ok(ExecResponse {
         url: ctx.streaming.url(Request::Exec(req)),
@@ -74,7 +74,7 @@ pub async fn run_exec(
     io: SessionIo,
 ) -> std::result::Result<(), SessionError> {
     let failed = |e: Error| SessionError::Failed(e.to_string());
-    let (id, socket) = exec_shim(ctx, &req.container_id).map_err(failed)?;
+    let (id, socket) = running_shim(ctx, &req.container_id, "exec in").map_err(failed)?;
     let mut io = io;
     let mut size = TermSize {
         width: 0,

@@ -8,7 +8,7 @@ use crust_proto::cri::{ExecSyncRequest, ExecSyncResponse};
 use crust_proto::shim;
 
 use super::Context;
-use super::containers::exec_shim;
+use super::containers::running_shim;
 use super::error::{Error, Result};
 
 /// Runs the command; DeadlineExceeded when the timeout passes.
@@ -25,7 +25,7 @@ pub async fn exec_sync(ctx: &Arc<Context>, req: ExecSyncRequest) -> Result<ExecS
             message: format!("timeout {} is negative", req.timeout),
         });
     }
-    let (id, socket) = exec_shim(ctx, &req.container_id)?;
+    let (id, socket) = running_shim(ctx, &req.container_id, "exec in")?;
     let out = ctx
         .shims
         .get(&id, &socket)

@@ -108,25 +108,6 @@ pub fn running_shim(
     }
 }
 
-/// The socket of the shim of a running container to exec in, with the container's full
-/// id. Refuses a container of a pod with its own user namespace: libcontainer 0.7's
-/// exec (`TenantContainerBuilder`) joins every namespace of the container but its user
-/// namespace, so the process would run as the host's root.
-pub fn exec_shim(ctx: &Context, container_id: &str) -> Result<(String, std::path::PathBuf)> {
-    let (id, socket) = running_shim(ctx, container_id, "exec in")?;
-    let c = ctx.store.resolve_container(&id)?;
-    let pod = ctx.store.get_sandbox(&c.metadata().sandbox_id)?;
-    if crate::pod::userns::of_pod(&pod.metadata().config).is_ok_and(|u| u.is_some()) {
-        return Err(Error::Unsupported {
-            what: format!("container {id}"),
-            reason: "exec in a pod with its own user namespace is not supported yet \
-                     (libcontainer 0.7 would run the process outside the user namespace)"
-                .into(),
-        });
-    }
-    Ok((id, socket))
-}
-
 /// The exit of a container whose shim is gone: its exit file, else an unknown end.
 fn exit_of_gone_shim(c: &Container) -> ExitFile {
     shims::read_exit_file(&c.metadata().state_dir).unwrap_or(ExitFile {
