@@ -204,10 +204,27 @@ impl Drop for Crustd {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // crustd makes its namespace pin dirs bind mounts (they outlive it on a node);
+        // here they go with the temp dir.
+        for m in mounts_under(self.dir.path(), "").into_iter().rev() {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
         if std::thread::panicking() {
             eprintln!("--- crustd log ---\n{}", self.log());
         }
     }
+}
+
+/// Mount points under `dir` whose path contains `what`, in the order they were mounted.
+pub fn mounts_under(dir: &Path, what: &str) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = dir.to_str().unwrap().to_string();
+    table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix) && p.contains(what))
+        .map(String::from)
+        .collect()
 }
 
 /// A gRPC channel over the Unix socket `path`.

@@ -96,21 +96,14 @@ impl Node {
         self.crustd.dir.path().join("state")
     }
 
-    /// Mount points under crustd's dirs (the netns dirs count: they are bind mounts).
     /// host-local's data dir.
     pub fn ipam(&self) -> PathBuf {
         self.net.path().join("ipam")
     }
 
+    /// Mount points under crustd's dirs (the netns dirs count: they are bind mounts).
     pub fn mounts(&self, what: &str) -> Vec<String> {
-        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let prefix = self.crustd.dir.path().to_str().unwrap().to_string();
-        table
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix) && p.contains(what))
-            .map(String::from)
-            .collect()
+        super::mounts_under(self.crustd.dir.path(), what)
     }
 }
 
