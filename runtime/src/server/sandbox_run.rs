@@ -11,6 +11,7 @@ use crust_proto::cri::{
 
 use super::Context;
 use super::error::{Error, Result, blocking};
+use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::network::netns;
@@ -82,41 +83,19 @@ async fn run(
     config: PodSandboxConfig,
     handler: String,
 ) -> Result<()> {
+    let mut steps = Steps::new("RunPodSandbox", &id);
     let modes = Modes::of(&config);
     let mut metadata = SandboxMetadata::new(id.clone(), config, now_nanos());
     metadata.runtime_handler = handler;
     if !modes.host_network {
         metadata.netns_path = Some(ctx.paths.netns_dir().join(id.as_str()));
     }
-    let store_ctx = Arc::clone(&ctx);
-    let meta = metadata.clone();
-    blocking("add sandbox record", move || {
-        store_ctx
-            .store
-            .add_sandbox(meta, SandboxStatus::default())
-            .map(|_| ())
-            .map_err(Error::from)
-    })
-    .await?;
-    let ips = match set_up(&ctx, &metadata, modes).await {
-        Ok(ips) => ips,
-        Err(err) => {
-            if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
-                tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
-            }
-            return Err(err);
-        }
-    };
-    let store_ctx = Arc::clone(&ctx);
-    let sid = id.clone();
-    let marked = blocking("mark sandbox ready", move || {
-        store_ctx.store.update_sandbox(&sid, |s| {
-            s.mark_ready(&sid, ips, now_nanos()).map_err(Error::from)
-        })
-    })
-    .await;
-    if let Err(err) = marked {
-        if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
+    let made = set_up(&ctx, &metadata, modes, &mut steps).await;
+    // Without a record (its add failed) nothing was made.
+    if let Err(err) = made {
+        if ctx.store.get_sandbox(&id).is_ok()
+            && let Err(undo) = sandboxes::teardown(&ctx, &id).await
+        {
             tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
         }
         return Err(err);
@@ -124,35 +103,103 @@ async fn run(
     Ok(())
 }
 
-/// Everything the pod needs, in order; returns the pod's IPs.
-async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result<Vec<String>> {
+/// The hostname the pod's containers see.
+fn pod_hostname(ctx: &Context, m: &SandboxMetadata) -> String {
+    if m.config.hostname.is_empty() {
+        ctx.host.hostname.clone()
+    } else {
+        m.config.hostname.clone()
+    }
+}
+
+/// Everything the pod needs, up to READY. The record comes first, persisted before
+/// any side effect: what exists without one is a leftover that recovery removes, and
+/// CNI ADD, which only a record lets crustd undo (DEL), runs after it. CNI ADD runs
+/// while the pod's files, IPC and UTS namespaces and PID holder are made.
+async fn set_up(
+    ctx: &Arc<Context>,
+    m: &SandboxMetadata,
+    modes: Modes,
+    steps: &mut Steps,
+) -> Result<()> {
+    let (store_ctx, meta) = (Arc::clone(ctx), m.clone());
+    blocking("add sandbox record", move || {
+        let id = meta.id.clone();
+        let paths = store_ctx.paths.clone();
+        store_ctx
+            .store
+            .add_sandbox(meta, SandboxStatus::default())
+            .map_err(Error::from)?;
+        let dir = paths.sandbox_dir(&id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(
+            format!("sandbox {id}"),
+            "create",
+            &dir,
+        ))?;
+        if !modes.host_network {
+            netns::create(&paths.netns_dir(), &id)?;
+        }
+        Ok(())
+    })
+    .await?;
+    steps.done("add record and netns");
+    let network = async {
+        match &m.netns_path {
+            Some(netns) => sandboxes::attach(ctx, &m.id, netns, &m.config).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    let (ips, local) = tokio::join!(network, set_up_local(ctx, m, modes));
+    local?;
+    let ips = ips?;
+    steps.done("cni add, files and namespaces");
+    let (store_ctx, sid) = (Arc::clone(ctx), m.id.clone());
+    // The pod's own name at its addresses, now that it has them.
+    let hosts = (!modes.host_network).then(|| {
+        let hostname = pod_hostname(ctx, m);
+        let path = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id)).hosts;
+        let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
+        (path, content)
+    });
+    blocking("mark sandbox ready", move || {
+        if let Some((path, content)) = hosts {
+            pod::files::write_state_file(&path, &content, 0o644).map_err(Error::io(
+                format!("sandbox {sid}"),
+                "write",
+                &path,
+            ))?;
+        }
+        store_ctx.store.update_sandbox(&sid, |s| {
+            s.mark_ready(&sid, ips, now_nanos()).map_err(Error::from)
+        })
+    })
+    .await?;
+    steps.done("hosts and mark ready");
+    Ok(())
+}
+
+/// The pod's files (a host-network pod's hosts; a pod-network pod's comes with its
+/// IPs), its shm, IPC and UTS namespaces, and its PID namespace holder.
+async fn set_up_local(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result<()> {
     let (paths, id, config) = (ctx.paths.clone(), m.id.clone(), m.config.clone());
-    let host_hostname = ctx.host.hostname.clone();
+    let hostname = pod_hostname(ctx, m);
     blocking("set up sandbox", move || {
         let what = || format!("sandbox {id}");
-        let dir = paths.sandbox_dir(&id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(what(), "create", &dir))?;
-        let files = pod::files::PodFiles::in_dir(&dir);
-        let hostname = if config.hostname.is_empty() {
-            host_hostname
-        } else {
-            config.hostname.clone()
-        };
+        let files = pod::files::PodFiles::in_dir(&paths.sandbox_dir(&id));
         let host_resolv = read_host_file("/etc/resolv.conf");
-        let host_hosts = read_host_file("/etc/hosts");
-        let writes = [
+        let mut writes = vec![
             (&files.hostname, pod::files::hostname(&hostname)),
             (
                 &files.resolv_conf,
                 pod::files::resolv_conf(config.dns_config.as_ref(), &host_resolv),
             ),
-            (
-                &files.hosts,
-                pod::files::hosts(modes.host_network, &host_hosts),
-            ),
         ];
+        if modes.host_network {
+            let host_hosts = read_host_file("/etc/hosts");
+            writes.push((&files.hosts, pod::files::hosts(true, &host_hosts)));
+        }
         for (path, content) in writes {
-            pod::files::write_file(path, &content, 0o644).map_err(Error::io(
+            pod::files::write_state_file(path, &content, 0o644).map_err(Error::io(
                 what(),
                 "write",
                 path,
@@ -163,7 +210,6 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
             pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
         }
         if !modes.host_network {
-            netns::create(&paths.netns_dir(), &id)?;
             pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
         }
         Ok(())
@@ -179,25 +225,7 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
             })?;
         pod::infra::start_pid_holder(shim, &ctx.paths.pid_pin(&m.id)).await?;
     }
-    let Some(netns) = &m.netns_path else {
-        return Ok(Vec::new());
-    };
-    let ips = sandboxes::attach(ctx, &m.id, netns, &m.config).await?;
-    // The pod's own name at its addresses, now that it has them.
-    let files = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id));
-    let hostname = if m.config.hostname.is_empty() {
-        ctx.host.hostname.clone()
-    } else {
-        m.config.hostname.clone()
-    };
-    let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
-    let what = format!("sandbox {}", m.id);
-    let path = files.hosts.clone();
-    blocking("write hosts", move || {
-        pod::files::write_file(&path, &content, 0o644).map_err(Error::io(what, "write", &path))
-    })
-    .await?;
-    Ok(ips)
+    Ok(())
 }
 
 /// A host file the pod's copy starts from; a missing one gives an empty copy.
