@@ -163,10 +163,15 @@ left_on_disk() { # DIR: paths under DIR named after any blob or chain ID of the 
 remove_crust() {
   cri "$sock" inspecti "$image" >/dev/null 2>&1 && cri "$sock" rmi "$image" >>"$log" 2>&1
   cri "$sock" inspecti "$image" >/dev/null 2>&1 && fail "crust still lists $image after rmi"
-  # RemoveImage collects garbage synchronously: nothing of the image may be left.
-  local left
-  left="$(left_on_disk "$crust_root/images")"
-  [ -z "$left" ] || fail "crust left on disk after rmi: $left"
+  # RemoveImage collects garbage right after it returns, in the background: nothing
+  # of the image may be left once that has run.
+  local i left
+  for ((i = 0; i < 600; i++)); do
+    left="$(left_on_disk "$crust_root/images")"
+    [ -n "$left" ] || return 0
+    sleep 0.1
+  done
+  fail "crust left on disk, 60 s after rmi: $left"
 }
 
 containerd_left() { # prints what containerd still holds of the image

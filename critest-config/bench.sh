@@ -5,11 +5,13 @@
 # benchmark ran, non-zero only when something failed to run.
 #
 # Usage: bench.sh [--out DIR] [--pods N] [--pull-rounds N] [--no-pull] [--no-critest]
+#                 [--no-containerd]
 #   --out DIR         keep the results there (default: a new dir under ${TMPDIR:-/tmp})
 #   --pods N          pods per pod start phase of crust-bench (default 50)
 #   --pull-rounds N   cold pulls per runtime of bench-pull.sh (default 2)
 #   --no-pull         skip the pull benchmark
 #   --no-critest      skip critest -benchmark
+#   --no-containerd   crust alone, for quick iterations: no peer, no ratios
 #
 # Steps: builds crustd, crust-shim and crust-bench in release; runs bench-pull.sh
 # (the ~100 MB multi-layer image); starts a throwaway crustd (temp root, state and
@@ -29,6 +31,7 @@ pods=50
 pull_rounds=2
 do_pull=1
 do_critest=1
+do_peer=1
 number() { [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "$0: $1 needs a number above 0" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --pull-rounds) number "$1" "${2:-}"; pull_rounds="$2"; shift 2 ;;
     --no-pull) do_pull=0; shift ;;
     --no-critest) do_critest=0; shift ;;
+    --no-containerd) do_peer=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "$0: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -165,21 +169,23 @@ crustd_pid=$!
 wait_for_crustd "$sock" "$crictl" 30 || fail "crustd did not answer on $sock" "$tmp/crustd.log"
 
 # --- the containerd peer
-peer_env="$("$here/containerd-peer.sh" env)"
-peer_sock="$(sed -n 's/^CRUST_PEER_SOCK=//p' <<<"$peer_env")"
-peer_config="$(sed -n 's/^CONFIG=//p' <<<"$peer_env")"
-if ! { [ -S "$peer_sock" ] && ctr --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
-  peer_started=1
-fi
-step containerd-peer "$here/containerd-peer.sh" start
-containerd_pid=""
-for d in /proc/[0-9]*; do
-  if [ "$(tr '\0' ' ' 2>/dev/null <"$d/cmdline")" = "containerd --config $peer_config " ]; then
-    containerd_pid="${d#/proc/}"
-    break
+if [ "$do_peer" = 1 ]; then
+  peer_env="$("$here/containerd-peer.sh" env)"
+  peer_sock="$(sed -n 's/^CRUST_PEER_SOCK=//p' <<<"$peer_env")"
+  peer_config="$(sed -n 's/^CONFIG=//p' <<<"$peer_env")"
+  if ! { [ -S "$peer_sock" ] && ctr --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
+    peer_started=1
   fi
-done
-[ -n "$containerd_pid" ] || fail "cannot find the containerd process of $peer_config"
+  step containerd-peer "$here/containerd-peer.sh" start
+  containerd_pid=""
+  for d in /proc/[0-9]*; do
+    if [ "$(tr '\0' ' ' 2>/dev/null <"$d/cmdline")" = "containerd --config $peer_config " ]; then
+      containerd_pid="${d#/proc/}"
+      break
+    fi
+  done
+  [ -n "$containerd_pid" ] || fail "cannot find the containerd process of $peer_config"
+fi
 
 # --- crust-bench against each, one after the other
 bench() { # LABEL SOCK PID SHIM SHIM_ARG
@@ -188,7 +194,9 @@ bench() { # LABEL SOCK PID SHIM SHIM_ARG
     --daemon-pid "$3" --shim-name "$4" --shim-arg "$5" --pods "$pods" --out "$out/$1.json"
 }
 bench crust "$sock" "$crustd_pid" crust-shim "$tmp/"
-bench containerd "$peer_sock" "$containerd_pid" containerd-shim-runc-v2 "$peer_sock"
+if [ "$do_peer" = 1 ]; then
+  bench containerd "$peer_sock" "$containerd_pid" containerd-shim-runc-v2 "$peer_sock"
+fi
 
 # --- critest -benchmark against each
 critest_bench() { # LABEL SOCK
@@ -204,7 +212,7 @@ critest_bench() { # LABEL SOCK
 }
 if [ "$do_critest" = 1 ]; then
   critest_bench crust "$sock"
-  critest_bench containerd "$peer_sock"
+  [ "$do_peer" = 0 ] || critest_bench containerd "$peer_sock"
 fi
 kill -0 "$crustd_pid" 2>/dev/null || fail "crustd died during the benchmark" "$tmp/crustd.log"
 cp "$tmp/crustd.log" "$CRUST_LOG_DIR/"

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -237,8 +237,11 @@ impl Meta {
         Ok(held)
     }
 
+    /// Not durable on its own (no fsync): the next durable commit persists it, and a
+    /// crash before one leaves the hold, which the holder's owner releases again.
     pub(crate) fn release(&self, holder: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(Durability::None);
         tx.open_table(HOLDERS)?.remove(holder)?;
         tx.commit()?;
         Ok(())

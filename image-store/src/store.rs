@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing::{info, warn};
 
@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) protected: Protected,
     pub(crate) counters: Counters,
     pub(crate) pinned: HashSet<String>,
+    /// A background garbage collection is queued and has not started yet.
+    pub(crate) gc_queued: AtomicBool,
 }
 
 /// Paths of the on-disk layout.
@@ -151,6 +153,7 @@ impl ImageStore {
                 protected: Protected::default(),
                 counters: Counters::default(),
                 pinned,
+                gc_queued: AtomicBool::new(false),
             }),
         };
         let report = store.gc().await?;
@@ -191,6 +194,27 @@ impl ImageStore {
     /// snapshots held by containers stay until released (as containerd keeps
     /// snapshots used by containers).
     pub async fn remove(&self, reference_or_id: &str) -> Result<Option<Image>> {
+        let removed = self.remove_record(reference_or_id).await?;
+        if removed.is_some() {
+            self.gc().await?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the image as [`Self::remove`] does, but leaves the collection of its
+    /// content to a background task (on the current tokio runtime), so the call
+    /// returns once the image's record is gone. The image is gone from lookups and
+    /// lists at once; its content goes at the collection, or at the next opening
+    /// of the store if the process dies first (opening collects too).
+    pub async fn remove_and_collect_later(&self, reference_or_id: &str) -> Result<Option<Image>> {
+        let removed = self.remove_record(reference_or_id).await?;
+        if removed.is_some() {
+            self.collect_later();
+        }
+        Ok(removed)
+    }
+
+    async fn remove_record(&self, reference_or_id: &str) -> Result<Option<Image>> {
         let key = reference_or_id.to_owned();
         let removed = self
             .meta("remove image", move |meta| match resolve(meta, &key)? {
@@ -200,9 +224,24 @@ impl ImageStore {
             .await?;
         if let Some(image) = &removed {
             info!(image = %image.id, tags = ?image.repo_tags, "image removed");
-            self.gc().await?;
         }
         Ok(removed)
+    }
+
+    /// Queues one background garbage collection; removals made before it starts
+    /// share it.
+    fn collect_later(&self) {
+        if self.inner.gc_queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        tokio::spawn(async move {
+            // Cleared before collecting: a removal from now on queues another run.
+            store.inner.gc_queued.store(false, Ordering::Release);
+            if let Err(e) = store.gc().await {
+                warn!(error = %e, "background garbage collection");
+            }
+        });
     }
 
     /// Marks the image `reference_or_id` names as pinned or not.
@@ -235,8 +274,29 @@ impl ImageStore {
         .await
     }
 
+    /// Finds the image `reference_or_id` names, as [`Self::status`] does, and holds it
+    /// for `holder`, as [`Self::hold`] does, in one step; `Ok(None)` if there is no
+    /// such image (or it was removed meanwhile).
+    pub async fn status_and_hold(
+        &self,
+        reference_or_id: &str,
+        holder: &str,
+    ) -> Result<Option<Image>> {
+        let (key, holder) = (reference_or_id.to_owned(), holder.to_owned());
+        self.meta("hold image", move |meta| {
+            let Some(image) = resolve(meta, &key)? else {
+                return Ok(None);
+            };
+            Ok(meta.hold(&holder, image.id.as_str())?.then_some(image))
+        })
+        .await
+    }
+
     /// Ends `holder`'s use of its image's snapshots; releasing an unknown holder is Ok.
-    /// The snapshots go at the next garbage collection if nothing else uses them.
+    /// The snapshots go at the next garbage collection if nothing else uses them. A
+    /// release is not fsynced on its own (it costs the caller no disk flush): a crash
+    /// soon after may bring the hold back, so whoever holds releases, at start-up, the
+    /// [`Self::holders`] that no longer exist (crustd does, for containers).
     pub async fn release(&self, holder: &str) -> Result<()> {
         let holder = holder.to_owned();
         self.meta("release image", move |meta| meta.release(&holder))

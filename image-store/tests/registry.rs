@@ -187,6 +187,66 @@ async fn remove_and_gc_leave_nothing_and_removing_twice_is_ok() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local registry; scripts/test runs it"]
+async fn a_removal_collecting_later_hides_the_image_at_once_and_frees_it_soon() {
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let reference = format!("{reg}/{BUSYBOX}");
+    let image = store.pull(&reference, None).await.unwrap();
+    let removed = store.remove_and_collect_later(&reference).await.unwrap();
+    assert_eq!(removed.map(|i| i.id), Some(image.id.clone()));
+    assert!(store.status(&reference).await.unwrap().is_none());
+    assert!(store.status(image.id.as_str()).await.unwrap().is_none());
+    assert!(store.list(None).await.unwrap().is_empty());
+    assert_eq!(
+        store.remove_and_collect_later(&reference).await.unwrap(),
+        None
+    );
+    let (blobs, snapshots) = (dir.path().join("blobs"), dir.path().join("snapshots"));
+    for _ in 0..100 {
+        if count_entries(&blobs) == 0 && count_entries(&snapshots) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count_entries(&blobs), 0, "blobs left 5 s after the removal");
+    assert_eq!(
+        count_entries(&snapshots),
+        0,
+        "snapshots left 5 s after the removal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local registry; scripts/test runs it"]
+async fn a_store_reopened_after_a_removal_collects_what_it_left() {
+    let reg = registry();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let reference = format!("{reg}/{BUSYBOX}");
+    store.pull(&reference, None).await.unwrap();
+    // What a crash right after RemoveImage leaves: the record gone, the content not.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let removing = store.clone();
+    let removed =
+        std::thread::spawn(move || runtime.block_on(removing.remove_and_collect_later(&reference)))
+            .join()
+            .unwrap()
+            .unwrap();
+    assert!(removed.is_some());
+    drop(store);
+    assert!(count_entries(&dir.path().join("snapshots")) > 0);
+    let store = open(dir.path()).await;
+    assert!(store.list(None).await.unwrap().is_empty());
+    assert_eq!(count_entries(&dir.path().join("blobs")), 0);
+    assert_eq!(count_entries(&dir.path().join("snapshots")), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local registry; scripts/test runs it"]
 async fn held_snapshots_outlive_their_image() {
     let reg = registry();
     let dir = tempfile::tempdir().unwrap();

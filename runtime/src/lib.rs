@@ -17,3 +17,4 @@ pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod streaming;
+pub mod trash;

@@ -10,6 +10,7 @@
 //!                                             (overlay mount), shim.sock, exit.json,
 //!                                             idmap/ (idmapped clones, user namespaces)
 //! <state>/cni-cache/                          what CNI ADD used, for DEL
+//! <state>/trash/, <root>/trash/               removed dirs being deleted (emptied at start)
 //! <root>/containers/<container id>/           writable layer: upper, work
 //! ```
 
@@ -122,6 +123,16 @@ impl Paths {
     /// A container's writable layer: `upper` and `work`.
     pub fn layer_dir(&self, id: &ContainerId) -> PathBuf {
         self.layer_root().join(id.as_str())
+    }
+
+    /// Where removed directories of the state dir are deleted (see `trash`).
+    pub fn state_trash(&self) -> PathBuf {
+        self.state.join("trash")
+    }
+
+    /// Where removed directories of the root dir are deleted (see `trash`).
+    pub fn root_trash(&self) -> PathBuf {
+        self.root.join("trash")
     }
 
     /// The CNI result cache.

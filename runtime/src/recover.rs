@@ -11,6 +11,8 @@
 //! - A pod still NOTREADY and never stopped was caught mid-RunPodSandbox: kubelet got
 //!   no answer for it, so it is torn down, as a failed run would have been.
 //! - Each shim gets [`SHIM_TIMEOUT`]: one hung shim must not keep crustd from serving.
+//! - The trash dirs hold only directories of removals that were done (their records
+//!   gone or going): whatever is in them is deleted.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -178,7 +180,15 @@ async fn leftovers(ctx: &Arc<Context>) -> usize {
         .iter()
         .map(|c| c.metadata().id.to_string())
         .collect();
-    let mut removed = 0;
+    let bins = [ctx.paths.state_trash(), ctx.paths.root_trash()];
+    let mut removed = blocking("empty the trash", move || {
+        Ok(bins.iter().map(|b| crate::trash::empty(b)).sum::<usize>())
+    })
+    .await
+    .unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "empty the trash");
+        0
+    });
     for id in unknown_entries(&ctx.paths.container_dir_root(), &containers) {
         if let Ok(cid) = crate::store::ContainerId::parse(&id) {
             tracing::info!(id, "removing a leftover container");

@@ -223,6 +223,22 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
         })
         .collect();
     assert!(left.is_empty(), "mounts left: {left:?}");
+    // The removed dirs went to the trash at once and are deleted from it soon after.
+    let bins = [node.state().join("trash"), node.crustd.root().join("trash")];
+    for _ in 0..100 {
+        if bins.iter().all(|b| entries(b).is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for b in &bins {
+        assert!(
+            entries(b).is_empty(),
+            "{} still holds {:?}",
+            b.display(),
+            entries(b)
+        );
+    }
 }
 
 async fn status_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerState {

@@ -2,10 +2,10 @@
 //! each container: `hostname`, `resolv.conf`, `hosts`, and the `shm` dir.
 //!
 //! The content functions are pure and follow containerd's CRI plugin, so a pod sees the
-//! same files under crust as under containerd; [`write_file`] puts them in place
+//! same files under crust as under containerd; [`write_state_file`] puts them in place
 //! atomically.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -103,11 +103,14 @@ pub fn hostname(name: &str) -> String {
 /// Tells temp files of concurrent writers in one process apart.
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `content` to `path` with permission bits `mode` (umask does not apply):
-/// into a temp file beside it, fsync, rename over `path`, fsync the dir. A crash leaves
-/// either the old file or the new one, and perhaps a temp file named
-/// `.<name>.tmp-<pid>-<n>` that start-up may remove.
-pub fn write_file(path: &Path, content: &str, mode: u32) -> io::Result<()> {
+/// Writes a file of the state dir, which lives no longer than the boot: `content`
+/// goes to `path` with permission bits `mode` (umask does not apply), through a temp
+/// file beside it renamed over `path`. A crash of crustd leaves either the old file or
+/// the new one (the kernel keeps what was written), and perhaps a temp file named
+/// `.<name>.tmp-<pid>-<n>` that start-up may remove. Nothing is fsynced: only a
+/// crash of the machine could lose the write, and it ends the pods and containers
+/// these files serve (hostname, resolv.conf, hosts, a bundle's config.json) with it.
+pub fn write_state_file(path: &Path, content: &str, mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -132,14 +135,13 @@ pub fn write_file(path: &Path, content: &str, mode: u32) -> io::Result<()> {
             .open(&temp)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(content.as_bytes())?;
-        file.sync_all()?;
         fs::rename(&temp, path)
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    File::open(dir)?.sync_all()
+    Ok(())
 }
 
 #[cfg(test)]
@@ -231,13 +233,13 @@ mod tests {
     }
 
     #[test]
-    fn write_file_replaces_atomically_with_mode() {
+    fn write_state_file_replaces_atomically_with_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
-        write_file(&path, "one\n", 0o644).unwrap();
+        write_state_file(&path, "one\n", 0o644).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "one\n");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
-        write_file(&path, "two\n", 0o600).unwrap();
+        write_state_file(&path, "two\n", 0o600).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "two\n");
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
         // No temp file is left behind.
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn write_file_into_a_missing_dir_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
-        let err = write_file(&dir.path().join("nope/hosts"), "x", 0o644).unwrap_err();
+        let err = write_state_file(&dir.path().join("nope/hosts"), "x", 0o644).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 

@@ -38,8 +38,15 @@ pub async fn apply(what: String, path: PathBuf, resources: LinuxResources) -> Re
 
 /// Removes the cgroupfs cgroup at `path` in every hierarchy (killing what is left in
 /// it); a cgroup that is gone is fine. A shim deletes its container's cgroup itself;
-/// this covers a shim that died first.
-pub fn remove(what: &str, path: &std::path::Path) -> Result<()> {
+/// this covers a shim that died first. `hierarchies` are the host's cgroup mount
+/// points (the v1 controllers, or /sys/fs/cgroup alone on v2): when the cgroup is in
+/// none of them, as after a shim's delete, there is nothing to do and libcgroups (whose
+/// manager reads the mount table once per controller) is not asked.
+pub fn remove(what: &str, path: &std::path::Path, hierarchies: &[PathBuf]) -> Result<()> {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    if !hierarchies.iter().any(|h| h.join(relative).exists()) {
+        return Ok(());
+    }
     let manager = create_cgroup_manager(CgroupConfig {
         cgroup_path: path.to_owned(),
         systemd_cgroup: false,

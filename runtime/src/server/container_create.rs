@@ -16,6 +16,7 @@ use super::Context;
 use super::container_rootfs;
 use super::containers;
 use super::error::{Error, Result, blocking};
+use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::config::CgroupDriver;
@@ -105,15 +106,16 @@ async fn create(
     config: ContainerConfig,
     image_ref: String,
 ) -> Result<()> {
+    let mut steps = Steps::new("CreateContainer", &id);
     let image = ctx
         .images
-        .status(&image_ref)
+        .status_and_hold(&image_ref, id.as_str())
         .await?
         .ok_or_else(|| Error::NotFound {
             what: format!("image {image_ref:?}"),
         })?;
-    ctx.images.hold(id.as_str(), &image.id).await?;
-    let made = make(&ctx, &sandbox, &id, config, &image_ref, &image).await;
+    steps.done("image status and hold");
+    let made = make(&ctx, &sandbox, &id, config, &image_ref, &image, &mut steps).await;
     if let Err(err) = made {
         if let Err(undo) = containers::teardown(&ctx, &id).await {
             tracing::error!(%id, error = %undo, "undo a failed CreateContainer");
@@ -135,6 +137,7 @@ async fn make(
     config: ContainerConfig,
     image_ref: &str,
     image: &Image,
+    steps: &mut Steps,
 ) -> Result<()> {
     if ctx.config.cgroup.driver == CgroupDriver::Systemd {
         return Err(Error::Unsupported {
@@ -176,9 +179,7 @@ async fn make(
         target_pid,
         log_path: log_path.clone(),
     };
-    let user = blocking("write bundle", move || job.run()).await?;
-
-    let metadata = ContainerMetadata {
+    let mut metadata = ContainerMetadata {
         id: id.clone(),
         sandbox_id: sm.id.clone(),
         name: container_name(
@@ -200,21 +201,27 @@ async fn make(
         log_path: log_path.clone(),
         bundle_dir: dir.clone(),
         state_dir: dir.clone(),
-        created_at: now_nanos(),
-        user: Some(user),
+        created_at: 0,
+        user: None,
     };
     let status = ContainerStatus {
         shim_socket: Some(dir.join(shims::SOCKET)),
         ..Default::default()
     };
+    // The bundle and the record in one task: the record before the shim, whose
+    // processes and cgroups only a record lets crustd find again; the bundle's
+    // mounts and dirs are leftovers recovery removes by themselves.
     let store_ctx = Arc::clone(ctx);
-    let container = blocking("add container record", move || {
+    let container = blocking("write bundle and add container record", move || {
+        metadata.user = Some(job.run()?);
+        metadata.created_at = now_nanos();
         store_ctx
             .store
             .add_container(metadata, status)
             .map_err(Error::from)
     })
     .await?;
+    steps.done("bundle and record");
 
     shims::launch(&LaunchRequest {
         shim: &shim,
@@ -228,6 +235,7 @@ async fn make(
         systemd_cgroup: false,
     })
     .await?;
+    steps.done("shim launch");
     let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
     blocking("release volume clones", move || {
         container_rootfs::release_volumes(&what, &idmap)
@@ -293,6 +301,7 @@ impl BundleJob {
 
     /// Writes the bundle; returns the user its process runs as.
     fn run(mut self) -> Result<ProcessUser> {
+        let mut steps = Steps::new("CreateContainer", &self.id);
         let paths = &self.ctx.paths;
         let dir = paths.container_dir(&self.id);
         let rootfs = paths.rootfs(&self.id);
@@ -311,6 +320,7 @@ impl BundleJob {
             std::fs::create_dir_all(&empty).map_err(Error::io(self.what(), "create", &empty))?;
             lower.push(empty);
         }
+        steps.done("bundle dirs");
         let userns = self.userns();
         let idmap = paths.idmap_dir(&self.id);
         container_rootfs::mount(&container_rootfs::Rootfs {
@@ -322,22 +332,25 @@ impl BundleJob {
             userns: userns.as_ref().map(|(p, u)| (p.as_path(), u)),
             idmap: &idmap,
         })?;
+        steps.done("mount overlay");
         self.prepare_host_paths()?;
         if let Some((pin, _)) = &userns {
             let what = self.what();
             container_rootfs::idmap_volumes(&what, &mut self.config.mounts, pin, &idmap)?;
         }
         let spec = self.spec(&rootfs)?;
+        steps.done("spec");
         let json = serde_json::to_string(&spec).map_err(|e| Error::Internal {
             what: self.what(),
             message: format!("encode spec: {e}"),
         })?;
         let file = dir.join("config.json");
-        crate::pod::files::write_file(&file, &json, 0o600).map_err(Error::io(
+        crate::pod::files::write_state_file(&file, &json, 0o600).map_err(Error::io(
             self.what(),
             "write",
             &file,
         ))?;
+        steps.done("write config.json");
         let user = spec
             .process()
             .as_ref()

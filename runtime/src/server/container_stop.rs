@@ -1,5 +1,6 @@
-//! StopContainer: the stop signal, then SIGKILL once the timeout passes. Stopping a
-//! stopped or missing container succeeds.
+//! StopContainer: the stop signal, then SIGKILL once the timeout passes; then the
+//! container's shim deletes it and exits. Stopping a stopped or missing container
+//! succeeds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,5 +24,6 @@ pub async fn stop_container(
     };
     let timeout = Duration::from_secs(req.timeout.max(0) as u64);
     containers::stop(ctx, &c, timeout).await?;
+    containers::release_shim(ctx, &c).await;
     Ok(StopContainerResponse {})
 }

@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use super::Context;
 use super::convert;
 use super::error::{Error, Result, blocking};
+use super::instrument::Steps;
 use crate::shims::{self, ExitFile};
 use crate::store::{Container, ContainerId, ContainerState, Exit, now_nanos};
 
@@ -242,6 +243,32 @@ pub async fn stop(ctx: &Arc<Context>, c: &Arc<Container>, timeout: Duration) -> 
     }
 }
 
+/// Lets the shim of an exited container go: it deletes the container (its cgroup
+/// and runtime state) and exits, as containerd deletes a task once it has exited, so
+/// that removal has only files and the record left. The exit is already recorded;
+/// the logs are in their file. A failure is logged, not returned: removal shuts the
+/// shim down again.
+pub async fn release_shim(ctx: &Context, c: &Container) {
+    let status = c.status();
+    if status.state != ContainerState::Exited {
+        return;
+    }
+    let Some(socket) = status.shim_socket else {
+        return;
+    };
+    let id = c.metadata().id.as_str();
+    match ctx.shims.get(id, &socket).shutdown(false).await {
+        Ok(()) | Err(shims::Error::Gone { .. }) => {}
+        // The shim answers and exits at once: a lost answer is a done shutdown.
+        Err(err) if !socket.exists() => tracing::debug!(id, %err, "shim shut down"),
+        Err(err) => {
+            tracing::warn!(id, %err, "shut down the shim of an exited container");
+            return;
+        }
+    }
+    ctx.shims.forget(&socket);
+}
+
 fn signal_of(c: &Container) -> i32 {
     let config_signal = c.metadata().config.stop_signal;
     if config_signal != 0
@@ -275,6 +302,7 @@ async fn finish_wait(
 /// repeat and safe on a half-created container: it is also the undo of a failed create
 /// and the end of a removal that a crash interrupted.
 pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
+    let mut steps = Steps::new("container teardown", id);
     let record = ctx.store.get_container(id).ok();
     if let Some(c) = &record {
         let (cid, store_ctx) = (id.clone(), Arc::clone(ctx));
@@ -285,6 +313,7 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
             })
         })
         .await?;
+        steps.done("mark removing");
         if let Some(socket) = c.status().shim_socket {
             let mut shim = ctx.shims.get(id.as_str(), &socket);
             match shim.shutdown(true).await {
@@ -296,6 +325,7 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
                 Err(err) => return Err(err.into()),
             }
             ctx.shims.forget(&socket);
+            steps.done("shim shutdown");
         }
     }
     let paths = ctx.paths.clone();
@@ -304,9 +334,11 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
         .as_ref()
         .map(|c| PathBuf::from(&c.metadata().cgroups_path))
         .filter(|p| !p.as_os_str().is_empty());
-    blocking("remove container files", move || {
+    let hierarchies = ctx.host.cgroup_hierarchies();
+    let (store_ctx, has_record) = (Arc::clone(ctx), record.is_some());
+    blocking("remove container files and record", move || {
         if let Some(cgroup) = &cgroup {
-            super::cgroups::remove(&format!("container {cid}"), cgroup)?;
+            super::cgroups::remove(&format!("container {cid}"), cgroup, &hierarchies)?;
         }
         super::container_rootfs::remove_staging(
             &format!("container {cid}"),
@@ -321,22 +353,23 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
                 message: format!("{} is still mounted", rootfs.display()),
             });
         }
-        remove_dir(&paths.container_dir(&cid), &cid)?;
-        remove_dir(&paths.layer_dir(&cid), &cid)
+        throw_away(&paths.container_dir(&cid), &paths.state_trash(), &cid)?;
+        throw_away(&paths.layer_dir(&cid), &paths.root_trash(), &cid)?;
+        if has_record {
+            store_ctx.store.remove_container(&cid)?;
+        }
+        Ok(())
     })
     .await?;
-    ctx.images.release(id.as_str()).await?;
+    steps.done("remove files and record");
+    // After the record: a hold whose container is gone is released at start-up too,
+    // so the release needs no commit of its own to survive a crash.
+    if let Err(err) = ctx.images.release(id.as_str()).await {
+        tracing::warn!(%id, error = %err, "release the image of a removed container");
+    }
+    steps.done("image release");
     ctx.cpu.forget(id.as_str());
     if let Some(c) = record {
-        let (cid, store_ctx) = (id.clone(), Arc::clone(ctx));
-        blocking("remove container record", move || {
-            store_ctx
-                .store
-                .remove_container(&cid)
-                .map(|_| ())
-                .map_err(Error::from)
-        })
-        .await?;
         publish(ctx, &c, ContainerEventType::ContainerDeletedEvent);
     }
     Ok(())
@@ -366,13 +399,9 @@ pub fn is_mount_point(path: &Path) -> bool {
     me.dev() != parent.dev()
 }
 
-fn remove_dir(dir: &Path, id: &ContainerId) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::io(format!("container {id}"), "remove", dir)(e))
-        }
-        _ => Ok(()),
-    }
+/// Takes `dir` out of its place at once; its files are deleted in the background.
+fn throw_away(dir: &Path, bin: &Path, id: &ContainerId) -> Result<()> {
+    crate::trash::throw(dir, bin).map_err(Error::io(format!("container {id}"), "remove", dir))
 }
 
 #[cfg(test)]

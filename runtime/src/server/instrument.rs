@@ -86,6 +86,33 @@ where
     }
 }
 
+/// Times the steps of one call, each logged at `debug` with its duration as it ends:
+/// where a slow call's milliseconds go (`RUST_LOG=crust_runtime::server=debug`).
+pub struct Steps {
+    rpc: &'static str,
+    id: String,
+    last: Instant,
+}
+
+impl Steps {
+    /// Starts timing the first step of `rpc` on `id`.
+    pub fn new(rpc: &'static str, id: impl std::fmt::Display) -> Self {
+        Steps {
+            rpc,
+            id: id.to_string(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Logs the step that just ended and starts timing the next one.
+    pub fn done(&mut self, step: &'static str) {
+        let now = Instant::now();
+        let micros = now.duration_since(self.last).as_micros() as u64;
+        tracing::debug!(rpc = self.rpc, id = %self.id, step, micros, "step");
+        self.last = now;
+    }
+}
+
 /// Logs a call whose future was dropped before it finished: the client went away or
 /// its deadline passed, and the work was cancelled with it.
 struct CancelLog<'a> {

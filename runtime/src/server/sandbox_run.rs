@@ -13,6 +13,7 @@ use crust_proto::cri::{
 
 use super::Context;
 use super::error::{Error, Result, blocking};
+use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::network::netns;
@@ -90,41 +91,19 @@ async fn run(
     config: PodSandboxConfig,
     handler: String,
 ) -> Result<()> {
+    let mut steps = Steps::new("RunPodSandbox", &id);
     let modes = Modes::of(&config);
     let mut metadata = SandboxMetadata::new(id.clone(), config, now_nanos());
     metadata.runtime_handler = handler;
     if !modes.host_network {
         metadata.netns_path = Some(ctx.paths.netns_dir().join(id.as_str()));
     }
-    let store_ctx = Arc::clone(&ctx);
-    let meta = metadata.clone();
-    blocking("add sandbox record", move || {
-        store_ctx
-            .store
-            .add_sandbox(meta, SandboxStatus::default())
-            .map(|_| ())
-            .map_err(Error::from)
-    })
-    .await?;
-    let ips = match set_up(&ctx, &metadata, modes).await {
-        Ok(ips) => ips,
-        Err(err) => {
-            if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
-                tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
-            }
-            return Err(err);
-        }
-    };
-    let store_ctx = Arc::clone(&ctx);
-    let sid = id.clone();
-    let marked = blocking("mark sandbox ready", move || {
-        store_ctx.store.update_sandbox(&sid, |s| {
-            s.mark_ready(&sid, ips, now_nanos()).map_err(Error::from)
-        })
-    })
-    .await;
-    if let Err(err) = marked {
-        if let Err(undo) = sandboxes::teardown(&ctx, &id).await {
+    let made = set_up(&ctx, &metadata, modes, &mut steps).await;
+    // Without a record (its add failed) nothing was made.
+    if let Err(err) = made {
+        if ctx.store.get_sandbox(&id).is_ok()
+            && let Err(undo) = sandboxes::teardown(&ctx, &id).await
+        {
             tracing::error!(%id, error = %undo, "undo a failed RunPodSandbox");
         }
         return Err(err);
@@ -132,75 +111,48 @@ async fn run(
     Ok(())
 }
 
-/// Everything the pod needs, in order; returns the pod's IPs.
-async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result<Vec<String>> {
-    let (paths, id, config) = (ctx.paths.clone(), m.id.clone(), m.config.clone());
-    // Validated by run_pod_sandbox.
-    let userns = pod::userns::of_pod(&m.config).ok().flatten();
-    let shim = || {
-        ctx.shim_path
-            .as_deref()
-            .ok_or_else(|| Error::FailedPrecondition {
-                what: format!("sandbox {}", m.id),
-                message: "crust-shim was not found".into(),
-            })
-    };
-    if userns.is_some() {
-        shim()?;
-    }
-    let hostname = if m.config.hostname.is_empty() {
+/// The hostname the pod's containers see.
+fn pod_hostname(ctx: &Context, m: &SandboxMetadata) -> String {
+    if m.config.hostname.is_empty() {
         ctx.host.hostname.clone()
     } else {
         m.config.hostname.clone()
-    };
-    let pod_hostname = hostname.clone();
-    blocking("set up sandbox", move || {
-        let hostname = pod_hostname;
-        let what = || format!("sandbox {id}");
+    }
+}
+
+/// Everything the pod needs, up to READY. The record comes first, persisted before
+/// any side effect: what exists without one is a leftover that recovery removes, and
+/// CNI ADD, which only a record lets crustd undo (DEL), runs after it. CNI ADD runs
+/// while the pod's files, IPC and UTS namespaces and PID holder are made. A pod with
+/// its own user namespace gets it, and the network, UTS and IPC namespaces it owns,
+/// from crust-shim before CNI ADD.
+async fn set_up(
+    ctx: &Arc<Context>,
+    m: &SandboxMetadata,
+    modes: Modes,
+    steps: &mut Steps,
+) -> Result<()> {
+    // Validated by run_pod_sandbox.
+    let userns = pod::userns::of_pod(&m.config).ok().flatten();
+    if userns.is_some() {
+        shim(ctx, m)?;
+    }
+    let (store_ctx, meta) = (Arc::clone(ctx), m.clone());
+    blocking("add sandbox record", move || {
+        let id = meta.id.clone();
+        let paths = store_ctx.paths.clone();
+        store_ctx
+            .store
+            .add_sandbox(meta, SandboxStatus::default())
+            .map_err(Error::from)?;
         let dir = paths.sandbox_dir(&id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(what(), "create", &dir))?;
-        let files = pod::files::PodFiles::in_dir(&dir);
-        let host_resolv = read_host_file("/etc/resolv.conf");
-        let host_hosts = read_host_file("/etc/hosts");
-        let writes = [
-            (&files.hostname, pod::files::hostname(&hostname)),
-            (
-                &files.resolv_conf,
-                pod::files::resolv_conf(config.dns_config.as_ref(), &host_resolv),
-            ),
-            (
-                &files.hosts,
-                pod::files::hosts(modes.host_network, &host_hosts),
-            ),
-        ];
-        // The container's root owns its pod files and /dev/shm, as in a pod without a
-        // user namespace.
-        let owner = userns.map(|u| u.root());
-        for (path, content) in writes {
-            pod::files::write_file(path, &content, 0o644).map_err(Error::io(
-                what(),
-                "write",
-                path,
-            ))?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(Error::io(
-                    what(),
-                    "chown",
-                    path,
-                ))?;
-            }
-        }
-        if !modes.host_ipc {
-            pod::shm::mount_shm(&files.shm, SHM_BYTES, owner)?;
-        }
-        if userns.is_none() {
-            if !modes.host_ipc {
-                pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
-            }
-            if !modes.host_network {
-                netns::create(&paths.netns_dir(), &id)?;
-                pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
-            }
+        std::fs::create_dir_all(&dir).map_err(Error::io(
+            format!("sandbox {id}"),
+            "create",
+            &dir,
+        ))?;
+        if !modes.host_network && userns.is_none() {
+            netns::create(&paths.netns_dir(), &id)?;
         }
         Ok(())
     })
@@ -212,37 +164,127 @@ async fn set_up(ctx: &Arc<Context>, m: &SandboxMetadata, modes: Modes) -> Result
             uts: ctx.paths.uts_pin(&m.id),
             ipc: ctx.paths.ipc_pin(&m.id),
         };
-        pod::userns::create(shim()?, &pins, userns, &hostname).await?;
+        pod::userns::create(shim(ctx, m)?, &pins, userns, &pod_hostname(ctx, m)).await?;
     }
-    if modes.pid == NamespaceMode::Pod {
-        let user_pin = userns.map(|_| ctx.paths.user_pin(&m.id));
-        pod::infra::start_pid_holder(shim()?, &ctx.paths.pid_pin(&m.id), user_pin.as_deref())
-            .await?;
-    }
-    let Some(netns) = &m.netns_path else {
-        return Ok(Vec::new());
-    };
-    let ips = sandboxes::attach(ctx, &m.id, netns, &m.config).await?;
-    // The pod's own name at its addresses, now that it has them.
-    let files = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id));
-    let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
-    let what = format!("sandbox {}", m.id);
-    let path = files.hosts.clone();
-    let owner = userns.map(|u| u.root());
-    blocking("write hosts", move || {
-        pod::files::write_file(&path, &content, 0o644).map_err(Error::io(
-            what.clone(),
-            "write",
-            &path,
-        ))?;
-        match owner {
-            Some((uid, gid)) => std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                .map_err(Error::io(what, "chown", &path)),
-            None => Ok(()),
+    steps.done("add record and netns");
+    let network = async {
+        match &m.netns_path {
+            Some(netns) => sandboxes::attach(ctx, &m.id, netns, &m.config).await,
+            None => Ok(Vec::new()),
         }
+    };
+    let (ips, local) = tokio::join!(network, set_up_local(ctx, m, modes, userns));
+    local?;
+    let ips = ips?;
+    steps.done("cni add, files and namespaces");
+    let (store_ctx, sid) = (Arc::clone(ctx), m.id.clone());
+    // The pod's own name at its addresses, now that it has them.
+    let hosts = (!modes.host_network).then(|| {
+        let hostname = pod_hostname(ctx, m);
+        let path = pod::files::PodFiles::in_dir(&ctx.paths.sandbox_dir(&m.id)).hosts;
+        let content = pod::files::hosts_with_pod(&pod::files::hosts(false, ""), &hostname, &ips);
+        (path, content)
+    });
+    let owner = userns.map(|u| u.root());
+    blocking("mark sandbox ready", move || {
+        if let Some((path, content)) = hosts {
+            write_pod_file(&format!("sandbox {sid}"), &path, &content, owner)?;
+        }
+        store_ctx.store.update_sandbox(&sid, |s| {
+            s.mark_ready(&sid, ips, now_nanos()).map_err(Error::from)
+        })
     })
     .await?;
-    Ok(ips)
+    steps.done("hosts and mark ready");
+    Ok(())
+}
+
+/// crust-shim, which makes a pod's PID holder and user namespace.
+fn shim<'a>(ctx: &'a Context, m: &SandboxMetadata) -> Result<&'a std::path::Path> {
+    ctx.shim_path
+        .as_deref()
+        .ok_or_else(|| Error::FailedPrecondition {
+            what: format!("sandbox {}", m.id),
+            message: "crust-shim was not found".into(),
+        })
+}
+
+/// Writes one of the pod's files, owned by the container's root (`owner`) in a pod
+/// with its own user namespace, as it is in a pod without one.
+fn write_pod_file(
+    what: &str,
+    path: &std::path::Path,
+    content: &str,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
+    pod::files::write_state_file(path, content, 0o644).map_err(Error::io(
+        what.to_owned(),
+        "write",
+        path,
+    ))?;
+    match owner {
+        Some((uid, gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(Error::io(what.to_owned(), "chown", path)),
+        None => Ok(()),
+    }
+}
+
+/// The pod's files (a host-network pod's hosts; a pod-network pod's comes with its
+/// IPs), its shm, IPC and UTS namespaces (unless its user namespace came with them),
+/// and its PID namespace holder.
+async fn set_up_local(
+    ctx: &Arc<Context>,
+    m: &SandboxMetadata,
+    modes: Modes,
+    userns: Option<pod::userns::PodUserns>,
+) -> Result<()> {
+    let (paths, id, config) = (ctx.paths.clone(), m.id.clone(), m.config.clone());
+    let hostname = pod_hostname(ctx, m);
+    blocking("set up sandbox", move || {
+        let what = format!("sandbox {id}");
+        let files = pod::files::PodFiles::in_dir(&paths.sandbox_dir(&id));
+        let host_resolv = read_host_file("/etc/resolv.conf");
+        let mut writes = vec![
+            (&files.hostname, pod::files::hostname(&hostname)),
+            (
+                &files.resolv_conf,
+                pod::files::resolv_conf(config.dns_config.as_ref(), &host_resolv),
+            ),
+        ];
+        if modes.host_network {
+            let host_hosts = read_host_file("/etc/hosts");
+            writes.push((&files.hosts, pod::files::hosts(true, &host_hosts)));
+        }
+        // The container's root owns its pod files and /dev/shm, as in a pod without a
+        // user namespace.
+        let owner = userns.map(|u| u.root());
+        for (path, content) in writes {
+            write_pod_file(&what, path, &content, owner)?;
+        }
+        if !modes.host_ipc {
+            pod::shm::mount_shm(&files.shm, SHM_BYTES, owner)?;
+        }
+        if userns.is_none() {
+            if !modes.host_ipc {
+                pod::namespaces::pin_ipc(&paths.ipc_dir(), &id)?;
+            }
+            if !modes.host_network {
+                pod::namespaces::pin_uts(&paths.uts_dir(), &id, &hostname)?;
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    if modes.pid == NamespaceMode::Pod {
+        let user_pin = userns.map(|_| ctx.paths.user_pin(&m.id));
+        pod::infra::start_pid_holder(
+            shim(ctx, m)?,
+            &ctx.paths.pid_pin(&m.id),
+            user_pin.as_deref(),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A host file the pod's copy starts from; a missing one gives an empty copy.

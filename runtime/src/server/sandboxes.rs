@@ -11,6 +11,7 @@ use super::Context;
 use super::cgroups;
 use super::containers;
 use super::error::{Error, Result, blocking};
+use super::instrument::Steps;
 use crate::network::cni::{self, Attachment, Cni, PodIdentity, PortMapping, RuntimeConfig};
 use crate::network::netns;
 use crate::pod;
@@ -76,9 +77,9 @@ fn remove_pod_cgroup(m: &SandboxMetadata, hierarchies: &[PathBuf]) -> Result<()>
     children.sort();
     children.dedup();
     for child in children {
-        cgroups::remove(&what, &path.join(child))?;
+        cgroups::remove(&what, &path.join(child), hierarchies)?;
     }
-    cgroups::remove(&what, &path)
+    cgroups::remove(&what, &path, hierarchies)
 }
 
 /// The CNI runner over the configured network.
@@ -175,23 +176,32 @@ async fn detach(ctx: &Arc<Context>, s: &Sandbox) -> Result<()> {
     .await
 }
 
-/// Stops the pod: kills its containers, its shared PID namespace and detaches it from
-/// the network (CNI DEL runs once). Safe to repeat.
+/// Stops the pod: kills its containers, its shared PID namespace, lets their shims go
+/// and detaches it from the network (CNI DEL runs once). Safe to repeat.
 pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
+    let mut steps = Steps::new("sandbox stop", &s.metadata().id);
     let id = s.metadata().id.clone();
     for c in ctx.store.containers_of(&id) {
         containers::stop(ctx, &c, Duration::ZERO).await?;
     }
+    steps.done("stop containers");
     let pid_pin = ctx.paths.pid_pin(&id);
     blocking("stop pid namespace", move || {
         pod::infra::stop_pid_holder(&pid_pin).map_err(Error::from)
     })
     .await?;
+    steps.done("stop pid holder");
     // Created containers' inits die with the PID namespace: record that.
-    for c in ctx.store.containers_of(&id) {
-        containers::refresh(ctx, &c).await?;
+    let exited = ctx.store.containers_of(&id);
+    for c in &exited {
+        containers::refresh(ctx, c).await?;
     }
-    detach(ctx, s).await?;
+    steps.done("refresh containers");
+    // The exited containers' shims go while the pod leaves the network.
+    let shims = futures::future::join_all(exited.iter().map(|c| containers::release_shim(ctx, c)));
+    let (_, detached) = tokio::join!(shims, detach(ctx, s));
+    detached?;
+    steps.done("release shims and detach");
     if !s.status().stopped {
         let store_ctx = Arc::clone(ctx);
         blocking("record sandbox stop", move || {
@@ -209,21 +219,21 @@ pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
 /// namespaces, files and shm, and its record. Safe to repeat and on a half-made pod: it
 /// is also the undo of a failed RunPodSandbox and the end of an interrupted removal.
 pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
+    let mut steps = Steps::new("sandbox teardown", id);
     for c in ctx.store.containers_of(id) {
         containers::teardown(ctx, &c.metadata().id).await?;
     }
+    steps.done("containers");
     let record = ctx.store.get_sandbox(id).ok();
     if let Some(s) = &record {
         detach(ctx, s).await?;
     }
+    steps.done("detach");
     let (paths, sid) = (ctx.paths.clone(), id.clone());
     let meta = record.as_ref().map(|s| s.metadata().clone());
-    let hierarchies = if ctx.host.unified_cgroups {
-        vec![PathBuf::from("/sys/fs/cgroup")]
-    } else {
-        ctx.host.cgroup_v1_mounts.clone()
-    };
-    blocking("remove sandbox files", move || {
+    let hierarchies = ctx.host.cgroup_hierarchies();
+    let store_ctx = Arc::clone(ctx);
+    blocking("remove sandbox files and record", move || {
         if let Some(m) = &meta {
             remove_pod_cgroup(m, &hierarchies)?;
         }
@@ -236,24 +246,17 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
         let files = pod::files::PodFiles::in_dir(&paths.sandbox_dir(&sid));
         pod::shm::unmount_shm(&files.shm)?;
         let dir = paths.sandbox_dir(&sid);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io(format!("sandbox {sid}"), "remove", &dir)(e))
-            }
-            _ => Ok(()),
+        crate::trash::throw(&dir, &paths.state_trash()).map_err(Error::io(
+            format!("sandbox {sid}"),
+            "remove",
+            &dir,
+        ))?;
+        if meta.is_some() {
+            store_ctx.store.remove_sandbox(&sid)?;
         }
+        Ok(())
     })
     .await?;
-    if record.is_some() {
-        let (sid, store_ctx) = (id.clone(), Arc::clone(ctx));
-        blocking("remove sandbox record", move || {
-            store_ctx
-                .store
-                .remove_sandbox(&sid)
-                .map(|_| ())
-                .map_err(Error::from)
-        })
-        .await?;
-    }
+    steps.done("remove files and record");
     Ok(())
 }

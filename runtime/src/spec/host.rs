@@ -44,6 +44,16 @@ pub struct HostFacts {
 }
 
 impl HostFacts {
+    /// Where a cgroupfs cgroup has its directories: each v1 controller hierarchy, or
+    /// /sys/fs/cgroup alone on a v2-only host.
+    pub fn cgroup_hierarchies(&self) -> Vec<PathBuf> {
+        if self.unified_cgroups {
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        } else {
+            self.cgroup_v1_mounts.clone()
+        }
+    }
+
     /// Reads the facts from `/proc` and `/sys/fs/cgroup`.
     pub fn detect() -> io::Result<HostFacts> {
         let status = fs::read_to_string("/proc/self/status")?;
