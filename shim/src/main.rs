@@ -20,6 +20,7 @@ mod exec_io;
 mod exit;
 mod io;
 mod log;
+mod nspin;
 mod pause;
 mod reaper;
 mod server;

@@ -20,7 +20,7 @@
 //! the parent pins the holder's namespace as above.
 
 use std::ffi::{CStr, OsString};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -28,13 +28,14 @@ use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::stat::Mode;
-use nix::sys::statfs::{NSFS_MAGIC, statfs};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid, fork};
+
+use crate::nspin::{Error, Result, bind_ns, child_failed, create_pin, io_err};
 
 /// The name of the holder process, as `ps` shows it.
 const NAME: &CStr = c"crust-pause";
@@ -42,47 +43,10 @@ const NAME: &CStr = c"crust-pause";
 /// The child's readiness message on the status pipe.
 const READY: &[u8] = b"ok";
 
-/// Why the pause mode failed.
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    /// The command line is not `pause --pin <path> [--userns <path>]`.
-    #[error("usage: crust-shim pause --pin <path> [--userns <path>]")]
-    Usage,
-    /// A system call failed.
-    #[error("{path}: {op}: {source}")]
-    Io {
-        /// The pin (or the file being written).
-        path: PathBuf,
-        /// What was being done.
-        op: &'static str,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The pin already holds a namespace.
-    #[error("{0}: already pinned")]
-    AlreadyPinned(PathBuf),
-    /// The child failed to set itself up.
-    #[error("{path}: pause process: {message}")]
-    Child {
-        /// The pin.
-        path: PathBuf,
-        /// What the child said.
-        message: String,
-    },
-}
+const USAGE: &str = "usage: crust-shim pause --pin <path> [--userns <path>]";
 
-type Result<T, E = Error> = std::result::Result<T, E>;
-
-fn io_err<'a, E: Into<io::Error>>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(E) -> Error + 'a {
-    move |e| Error::Io {
-        path: path.to_owned(),
-        op,
-        source: e.into(),
-    }
+fn usage() -> Error {
+    Error::Usage(USAGE.into())
 }
 
 /// Runs the pause mode; `args` are the arguments after `pause`.
@@ -102,24 +66,24 @@ fn parse(args: impl Iterator<Item = OsString>) -> Result<(PathBuf, Option<PathBu
     let (mut pin, mut userns) = (None, None);
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
-        let arg = arg.into_string().map_err(|_| Error::Usage)?;
+        let arg = arg.into_string().map_err(|_| usage())?;
         let (flag, value) = match arg.split_once('=') {
             Some((f, v)) => (f.to_owned(), OsString::from(v)),
-            None => (arg, args.next().ok_or(Error::Usage)?),
+            None => (arg, args.next().ok_or_else(usage)?),
         };
         if value.is_empty() {
-            return Err(Error::Usage);
+            return Err(usage());
         }
         let slot = match flag.as_str() {
             "--pin" => &mut pin,
             "--userns" => &mut userns,
-            _ => return Err(Error::Usage),
+            _ => return Err(usage()),
         };
         if slot.replace(PathBuf::from(value)).is_some() {
-            return Err(Error::Usage);
+            return Err(usage());
         }
     }
-    Ok((pin.ok_or(Error::Usage)?, userns))
+    Ok((pin.ok_or_else(usage)?, userns))
 }
 
 /// The signals the holder waits for; blocked before the fork, so none is lost.
@@ -132,15 +96,7 @@ fn waited() -> SigSet {
 }
 
 fn run(pin: &Path, userns: Option<&Path>) -> Result<()> {
-    if statfs(pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC) {
-        return Err(Error::AlreadyPinned(pin.to_owned()));
-    }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(pin)
-        .map_err(io_err(pin, "create pin file"))?;
+    create_pin(pin)?;
     let res = match userns {
         None => start(pin),
         Some(userns) => start_in_userns(pin, userns),
@@ -199,16 +155,7 @@ fn start_in_userns(pin: &Path, userns: &Path) -> Result<()> {
     read.map_err(io_err(pin, "read holder pid"))?;
     let child = match msg.trim().parse::<i32>() {
         Ok(pid) if pid > 0 => Pid::from_raw(pid),
-        _ => {
-            let message = match msg.trim() {
-                "" => "exited before it was ready".to_owned(),
-                m => m.to_owned(),
-            };
-            return Err(Error::Child {
-                path: pin.to_owned(),
-                message,
-            });
-        }
+        _ => return Err(child_failed(pin, "pause process", msg.as_bytes())),
     };
     let res = wait_ready(pin, status_r).and_then(|()| pin_child(pin, child));
     if res.is_err() {
@@ -254,27 +201,12 @@ fn wait_ready(pin: &Path, status: OwnedFd) -> Result<()> {
     if msg == READY {
         return Ok(());
     }
-    let message = match String::from_utf8_lossy(&msg).trim() {
-        "" => "exited before it was ready".to_owned(),
-        m => m.to_owned(),
-    };
-    Err(Error::Child {
-        path: pin.to_owned(),
-        message,
-    })
+    Err(child_failed(pin, "pause process", &msg))
 }
 
 /// Bind-mounts the child's PID namespace onto the pin and writes the pid file.
 fn pin_child(pin: &Path, child: Pid) -> Result<()> {
-    let ns = format!("/proc/{child}/ns/pid");
-    nix::mount::mount(
-        Some(ns.as_str()),
-        pin,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(io_err(pin, "bind mount"))?;
+    bind_ns(child, "pid", pin)?;
     let mut pid_file = pin.as_os_str().to_owned();
     pid_file.push(".pid");
     let pid_file = PathBuf::from(pid_file);
@@ -415,7 +347,7 @@ mod tests {
             &["--userns", "/u"],
             &["--pin", "/a", "--userns="],
         ] {
-            assert!(matches!(parse(args(bad)), Err(Error::Usage)), "{bad:?}");
+            assert!(matches!(parse(args(bad)), Err(Error::Usage(_))), "{bad:?}");
         }
     }
 }

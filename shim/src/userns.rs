@@ -20,20 +20,21 @@
 //! the error as one line on stderr.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MntFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
-use nix::sys::statfs::{NSFS_MAGIC, statfs};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
+
+use crate::nspin::{Error, Result, bind_ns, child_failed, create_pin, io_err};
 
 /// The child's message once it is in its new user namespace.
 const IN_USERNS: &[u8] = b"u";
@@ -44,47 +45,8 @@ const USAGE: &str = "usage: crust-shim userns --user <pin> --uid-map <c>:<h>:<le
                      --gid-map <c>:<h>:<len> [--net <pin>] [--uts <pin> --hostname <name>] \
                      [--ipc <pin>]";
 
-/// Why the userns mode failed.
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    /// The command line is malformed.
-    #[error("{USAGE}: {0}")]
-    Usage(String),
-    /// A system call failed.
-    #[error("{path}: {op}: {source}")]
-    Io {
-        /// The pin or map file.
-        path: PathBuf,
-        /// What was being done.
-        op: &'static str,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
-    /// The pin already holds a namespace.
-    #[error("{0}: already pinned")]
-    AlreadyPinned(PathBuf),
-    /// The child failed to set itself up.
-    #[error("{path}: namespace process: {message}")]
-    Child {
-        /// The user namespace pin.
-        path: PathBuf,
-        /// What the child said.
-        message: String,
-    },
-}
-
-type Result<T, E = Error> = std::result::Result<T, E>;
-
-fn io_err<'a, E: Into<io::Error>>(
-    path: &'a Path,
-    op: &'static str,
-) -> impl FnOnce(E) -> Error + 'a {
-    move |e| Error::Io {
-        path: path.to_owned(),
-        op,
-        source: e.into(),
-    }
+fn usage(what: String) -> Error {
+    Error::Usage(format!("{USAGE}: {what}"))
 }
 
 /// One `container:host:length` mapping.
@@ -97,7 +59,7 @@ struct IdMap {
 
 impl IdMap {
     fn parse(s: &str) -> Result<IdMap> {
-        let bad = || Error::Usage(format!("bad mapping {s:?}"));
+        let bad = || usage(format!("bad mapping {s:?}"));
         let mut parts = s.split(':').map(|p| p.parse::<u32>().map_err(|_| bad()));
         let (Some(c), Some(h), Some(l), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -138,15 +100,15 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Request> {
     while let Some(flag) = args.next() {
         let flag = flag
             .into_string()
-            .map_err(|f| Error::Usage(format!("bad argument {f:?}")))?;
+            .map_err(|f| usage(format!("bad argument {f:?}")))?;
         let value = args
             .next()
-            .ok_or_else(|| Error::Usage(format!("{flag} needs a value")))?;
+            .ok_or_else(|| usage(format!("{flag} needs a value")))?;
         let text = || {
             value
                 .to_str()
                 .map(str::to_owned)
-                .ok_or_else(|| Error::Usage(format!("{flag}: not UTF-8")))
+                .ok_or_else(|| usage(format!("{flag}: not UTF-8")))
         };
         let path = Some(PathBuf::from(&value));
         match flag.as_str() {
@@ -157,16 +119,14 @@ fn parse(mut args: impl Iterator<Item = OsString>) -> Result<Request> {
             "--uts" => req.uts = path,
             "--hostname" => req.hostname = Some(text()?),
             "--ipc" => req.ipc = path,
-            other => return Err(Error::Usage(format!("unknown flag {other}"))),
+            other => return Err(usage(format!("unknown flag {other}"))),
         }
     }
     if req.user.is_none() || req.uid.is_none() || req.gid.is_none() {
-        return Err(Error::Usage(
-            "--user, --uid-map and --gid-map are required".into(),
-        ));
+        return Err(usage("--user, --uid-map and --gid-map are required".into()));
     }
     if req.uts.is_some() != req.hostname.is_some() {
-        return Err(Error::Usage("--uts and --hostname go together".into()));
+        return Err(usage("--uts and --hostname go together".into()));
     }
     Ok(req)
 }
@@ -202,15 +162,7 @@ fn run(req: &Request) -> Result<()> {
     let mut made: Vec<&Path> = Vec::new();
     let res = (|| {
         for (_, pin) in &pins {
-            if statfs(*pin).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC) {
-                return Err(Error::AlreadyPinned(pin.to_path_buf()));
-            }
-            OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(pin)
-                .map_err(io_err(pin, "create pin file"))?;
+            create_pin(pin)?;
             made.push(pin);
         }
         let mut flags = CloneFlags::empty();
@@ -250,19 +202,6 @@ const ZERO: IdMap = IdMap {
     host: 0,
     length: 0,
 };
-
-/// Bind-mounts the child's namespace `name` onto `pin`.
-fn bind_ns(child: Pid, name: &str, pin: &Path) -> Result<()> {
-    let ns = format!("/proc/{child}/ns/{name}");
-    nix::mount::mount(
-        Some(ns.as_str()),
-        pin,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(io_err(pin, "bind mount"))
-}
 
 /// The child holding the new namespaces while the parent pins them.
 struct Child {
@@ -343,14 +282,7 @@ fn expect(path: &Path, status: &mut File, want: &[u8]) -> Result<()> {
     if msg == want {
         return Ok(());
     }
-    let message = match String::from_utf8_lossy(&msg).trim() {
-        "" => "exited before it was ready".to_owned(),
-        m => m.to_owned(),
-    };
-    Err(Error::Child {
-        path: path.to_owned(),
-        message,
-    })
+    Err(child_failed(path, "namespace process", &msg))
 }
 
 /// The child: a new user namespace, then (once mapped) the other namespaces. Reports
