@@ -44,7 +44,7 @@ pub fn trim() -> Trimmed {
     let file_kib = match std::fs::read_to_string("/proc/self/smaps") {
         Ok(smaps) => clean_file_mappings(&smaps)
             .into_iter()
-            .filter(|m| drop_pages(m))
+            .filter(drop_pages)
             .map(|m| m.rss_kib)
             .sum(),
         Err(err) => {
