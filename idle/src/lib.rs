@@ -58,6 +58,25 @@ pub fn trim() -> Trimmed {
     }
 }
 
+/// Makes every thread allocate from glibc's main heap. glibc gives each thread that
+/// allocates concurrently an arena of its own (up to eight per core); `malloc_trim`
+/// cannot return the free top of such an arena, so a short-lived blocking thread
+/// (a pull's unpacking, a database read) leaves megabytes resident. For a daemon
+/// whose work runs on one async thread and a few blocking ones, one heap costs little
+/// contention. Call it first thing in `main`, before any thread starts. Returns
+/// whether glibc accepted it.
+pub fn use_one_heap() -> bool {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a glibc tunable; called before other threads run.
+        unsafe { nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1) == 1 }
+    }
+    #[cfg(not(target_env = "gnu"))]
+    {
+        false
+    }
+}
+
 #[cfg(target_env = "gnu")]
 fn malloc_trim() -> bool {
     // SAFETY: malloc_trim only walks glibc's own arenas, under their locks.
