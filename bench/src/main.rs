@@ -23,6 +23,10 @@ use crate::cri::Cri;
 use crate::procs::{Mem, Overhead, ShimMatch};
 use crate::stats::{Summary, summarize};
 
+/// Time without calls before a memory reading: runtimes may give memory back once
+/// idle (crustd does two seconds after its last call, a shim after one second).
+const QUIET: Duration = Duration::from_secs(3);
+
 /// Drive a CRI runtime through the benchmark workload and print its figures as JSON.
 #[derive(Parser, Debug, Clone, Serialize)]
 #[command(name = "crust-bench", version)]
@@ -76,7 +80,8 @@ struct Args {
 struct Memory {
     /// Daemon RSS when the benchmark connects, before it pulls the image.
     daemon_rss_start_kib: Option<u64>,
-    /// Daemon RSS with the image pulled and nothing running.
+    /// Daemon RSS with the image pulled and nothing running. This and the readings
+    /// below are taken after `QUIET` without calls.
     daemon_rss_idle_kib: Option<u64>,
     /// Daemon RSS with `fleet` pods of one container each running.
     daemon_rss_fleet_kib: Option<u64>,
@@ -177,6 +182,8 @@ async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
             .collect()
     };
 
+    // memory is read after a quiet time: a runtime may give memory back once idle
+    tokio::time::sleep(QUIET).await;
     report.memory.daemon_rss_idle_kib = rss_kib(pid)?;
 
     note(&format!(
@@ -196,8 +203,8 @@ async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
     note(&format!("{}: {} pods kept running", args.label, args.fleet));
     let started = workload::start_pods(cri, &names("fleet", args.fleet), args.parallel).await?;
     let mut fleet: Vec<_> = started.into_iter().map(|(p, _)| p).collect();
-    // let shims finish starting up before their memory is read
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // let shims finish starting up and go quiet before their memory is read
+    tokio::time::sleep(QUIET).await;
     report.memory.daemon_rss_fleet_kib = rss_kib(pid)?;
     report.memory.containers = fleet.len();
     if let Some(m) = &shim {
@@ -219,6 +226,7 @@ async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
 
     note(&format!("{}: a second container in each pod", args.label));
     workload::add_sidecars(cri, &mut fleet, args.parallel).await?;
+    tokio::time::sleep(QUIET).await;
     report.memory.daemon_rss_fleet_x2_kib = rss_kib(pid)?;
     let containers = fleet.iter().map(|p| p.containers.len()).sum();
     note(&format!(
@@ -234,6 +242,7 @@ async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
     for t in workload::stop_pods(cri, &fleet, args.parallel).await? {
         s.add("fleet_teardown_parallel", t.total());
     }
+    tokio::time::sleep(QUIET).await;
     report.memory.daemon_rss_end_kib = rss_kib(pid)?;
     report.latency_ms = s.summaries();
     Ok(())

@@ -28,6 +28,10 @@ use crate::store::Store;
 /// kubelet's own limit for CRI messages.
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Quiet time after which crustd gives back memory (see crust-idle): what a pull, a
+/// burst of calls or the recovery freed, and code pages they touched.
+const IDLE_TRIM_AFTER: Duration = Duration::from_secs(2);
+
 /// How long calls in flight may run on after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -160,7 +164,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let idle = crust_idle::Idle::new();
+    let trimmer = tokio::spawn(idle.clone().run(IDLE_TRIM_AFTER));
+    idle.touch();
     let server = tonic::transport::Server::builder()
+        .layer(idle.layer())
         .add_service(runtime)
         .add_service(image)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
@@ -183,6 +191,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     streaming.abort();
+    trimmer.abort();
     let _ = fs::remove_file(&socket);
     served?;
     tracing::info!("crustd stopped");

@@ -49,6 +49,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // before any thread: freed memory must be returnable to the OS (see crust-idle)
+    crust_idle::use_one_heap();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

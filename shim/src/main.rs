@@ -77,6 +77,10 @@ struct Args {
 /// Name of the gRPC socket in the state dir.
 const SOCKET: &str = "shim.sock";
 
+/// Quiet time after which an idle shim gives back memory (see crust-idle): the code
+/// that created and started the container is not needed again until the next call.
+const IDLE_TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     // The pause mode runs before clap and tokio: it forks a process that should carry
     // as little of the shim as possible.
@@ -218,7 +222,10 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         if let Some(mut r) = ready.take() {
             let _ = writeln!(r, "ok");
         }
-        server::serve(task, listener, socket).await;
+        let idle = crust_idle::Idle::new();
+        tokio::spawn(idle.clone().run(IDLE_TRIM_AFTER));
+        idle.touch();
+        server::serve(task, listener, socket, &idle).await;
         tracing::info!("shim exits");
         Ok(())
     })

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crust_idle::Idle;
 use crust_proto::shim::shim_server::{Shim, ShimServer};
 use crust_proto::shim::{AttachInput, ExecInput, IoOutput, attach_input, exec_input};
 use crust_proto::shim::{
@@ -202,14 +203,16 @@ impl Shim for ShimService {
     }
 }
 
-/// Serves the task on `listener` until a Shutdown call has been answered.
-pub async fn serve(task: Arc<Task>, listener: UnixListener, socket: PathBuf) {
+/// Serves the task on `listener` until a Shutdown call has been answered; each call
+/// touches `idle`.
+pub async fn serve(task: Arc<Task>, listener: UnixListener, socket: PathBuf, idle: &Idle) {
     let service = ShimServer::new(ShimService::new(Arc::clone(&task), socket));
     let stop = {
         let task = Arc::clone(&task);
         async move { task.shutdown_requested().await }
     };
     let server = tonic::transport::Server::builder()
+        .layer(idle.layer())
         .add_service(service)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop);
     tokio::pin!(server);
