@@ -54,26 +54,13 @@ pub struct ExecOutput {
 
 /// Runs `req` in the container of `task` and waits for it.
 pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
-    let invalid = |reason: String| TaskError::Invalid {
-        id: task.id().to_owned(),
-        op: "exec",
-        reason,
-    };
-    if req.args.is_empty() {
-        return Err(invalid("no command".into()));
-    }
-    let env = parse_env(&req.env).map_err(invalid)?;
-    task.ensure_running("exec")?;
+    let (env, process_file) = prepare(task, &req.args, &req.env, None)?;
     let io_err = |source| TaskError::Io {
         id: task.id().to_owned(),
         op: "exec",
         source,
     };
     let (child, shim) = io::pipes(false).map_err(io_err)?;
-    let process_file = match task.process() {
-        Some(init) => Some(write_process(task, init, &req.args, &env, None).map_err(io_err)?),
-        None => None,
-    };
     let opts = ExecOptions {
         id: task.id(),
         root: task.root(),
@@ -176,6 +163,38 @@ fn console_size(terminal: Option<(u16, u16)>) -> Option<oci_spec::runtime::Box> 
         .height(height)
         .build()
         .ok()
+}
+
+/// What every exec does before its stdio: checks there is a command, parses `env`,
+/// checks the container runs, and writes the process.json (with a terminal of
+/// `terminal`'s size, if Some) when the init's process is known.
+pub(crate) fn prepare(
+    task: &Task,
+    args: &[String],
+    env: &[String],
+    terminal: Option<(u16, u16)>,
+) -> Result<(HashMap<String, String>, Option<PathBuf>)> {
+    let invalid = |reason: String| TaskError::Invalid {
+        id: task.id().to_owned(),
+        op: "exec",
+        reason,
+    };
+    if args.is_empty() {
+        return Err(invalid("no command".into()));
+    }
+    let env = parse_env(env).map_err(invalid)?;
+    task.ensure_running("exec")?;
+    let process_file = match task.process() {
+        Some(init) => Some(
+            write_process(task, init, args, &env, terminal).map_err(|source| TaskError::Io {
+                id: task.id().to_owned(),
+                op: "exec",
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    Ok((env, process_file))
 }
 
 /// Writes the exec's process.json: the init's process (user, cwd, capabilities,

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use crate::container::{self, ExecOptions, InitStdio};
-use crate::exec::{parse_env, write_process};
+use crate::exec::prepare;
 use crate::io::{self, ConsoleSocket, FdReader, FdWriter};
 use crate::task::{Result, Task, TaskError};
 
@@ -63,27 +63,12 @@ struct Started {
 /// Starts the process (no `.await` inside: the console socket and the reaper rely on
 /// it).
 fn start(task: &Task, spec: &ExecSpec) -> Result<Started> {
-    let invalid = |reason: String| TaskError::Invalid {
-        id: task.id().to_owned(),
-        op: "exec",
-        reason,
-    };
-    if spec.args.is_empty() {
-        return Err(invalid("no command".into()));
-    }
-    let env = parse_env(&spec.env).map_err(invalid)?;
-    task.ensure_running("exec")?;
+    let terminal = spec.tty.then_some(spec.size);
+    let (env, process_file) = prepare(task, &spec.args, &spec.env, terminal)?;
     let io_err = |source| TaskError::Io {
         id: task.id().to_owned(),
         op: "exec",
         source,
-    };
-    let process_file = match task.process() {
-        Some(init) => {
-            let terminal = spec.tty.then_some(spec.size);
-            Some(write_process(task, init, &spec.args, &env, terminal).map_err(io_err)?)
-        }
-        None => None,
     };
     let (stdio, console, pipes) = if spec.tty {
         let sock = ConsoleSocket::bind(&task.state_dir().join("tty.sock")).map_err(io_err)?;
