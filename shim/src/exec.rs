@@ -1,9 +1,12 @@
 //! ExecSync: runs a process in the container and collects its output.
 //!
-//! stdout and stderr are read while the process runs (so it never blocks on a full
-//! pipe), each kept up to [`OUTPUT_CAP`] and the rest dropped. On timeout the process
-//! and its process group (the exec'd process leads its own session) are killed, and
-//! the answer comes only once the process has been reaped.
+//! stdout and stderr are read while the process runs, to their end: each is kept up
+//! to [`OUTPUT_CAP`] and the rest read and dropped, so the process never blocks on a
+//! full pipe and is not killed for printing too much. The answer must fit one message
+//! (and so one CRI message to kubelet): when the two streams together are longer than
+//! [`OUTPUT_CAP`], [`fit_output`] cuts them to it. On timeout the process and its
+//! process group (the exec'd process leads its own session) are killed, and the answer
+//! comes only once the process has been reaped.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,8 +21,10 @@ use crate::container::{self, ExecOptions, InitStdio};
 use crate::io::{self, FdReader};
 use crate::task::{Result, Task, TaskError};
 
-/// The most output kept per stream.
-pub const OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// The most output kept per stream, and of both together in the answer: what one
+/// message carries. containerd and CRI-O keep 16 MiB per stream, which kubelet, taking
+/// at most 16 MiB per message, can't receive whole.
+pub const OUTPUT_CAP: usize = crust_proto::shim::EXEC_SYNC_OUTPUT_BYTES;
 
 /// How long the output may stay open after the process has exited (a background
 /// child may hold it).
@@ -107,9 +112,23 @@ pub async fn exec_sync(task: &Task, req: ExecRequest) -> Result<ExecOutput> {
         }
         ended
     };
+    fit_output(&mut result.stdout, &mut result.stderr, OUTPUT_CAP);
     result.exit_code = code;
     result.timed_out = timed_out;
     Ok(result)
+}
+
+/// Cuts `stdout` and `stderr` to `cap` bytes together, keeping the start of each: a
+/// stream shorter than half of `cap` stays whole and the other gets the rest; two
+/// longer ones get half each.
+fn fit_output(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, cap: usize) {
+    if stdout.len() + stderr.len() <= cap {
+        return;
+    }
+    let half = cap / 2;
+    let err = stderr.len().min(half.max(cap.saturating_sub(stdout.len())));
+    stderr.truncate(err);
+    stdout.truncate(cap - err);
 }
 
 /// Waits for the exit; on timeout kills the process group and waits for the reap.
@@ -249,6 +268,32 @@ mod tests {
         assert_eq!(console_size(Some((0, 0))), None);
         assert_eq!(console_size(Some((80, 0))), None);
         assert_eq!(console_size(None), None);
+    }
+
+    #[test]
+    fn output_fits_the_cap_keeping_the_start_of_each_stream() {
+        let fit = |out: usize, err: usize| {
+            let (mut o, mut e) = (vec![b'o'; out], vec![b'e'; err]);
+            fit_output(&mut o, &mut e, 10);
+            (o.len(), e.len())
+        };
+        // Within the cap: untouched.
+        assert_eq!(fit(6, 4), (6, 4));
+        assert_eq!(fit(10, 0), (10, 0));
+        // One stream over it alone.
+        assert_eq!(fit(25, 0), (10, 0));
+        assert_eq!(fit(0, 25), (0, 10));
+        // A short stream stays whole; the long one gets the rest.
+        assert_eq!(fit(3, 25), (3, 7));
+        assert_eq!(fit(25, 5), (5, 5));
+        // Two long ones: half each.
+        assert_eq!(fit(8, 7), (5, 5));
+        assert_eq!(fit(25, 25), (5, 5));
+        // An odd cap: the extra byte goes to stdout.
+        let (mut o, mut e) = (vec![b'o'; 20], vec![b'e'; 20]);
+        fit_output(&mut o, &mut e, 11);
+        assert_eq!((o.len(), e.len()), (6, 5));
+        assert!(o.iter().all(|&b| b == b'o') && e.iter().all(|&b| b == b'e'));
     }
 
     #[test]

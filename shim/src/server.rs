@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crust_idle::Idle;
 use crust_proto::shim::shim_server::{Shim, ShimServer};
-use crust_proto::shim::{AttachInput, ExecInput, IoOutput, attach_input, exec_input};
+use crust_proto::shim::{
+    AttachInput, ExecInput, IoOutput, MAX_MESSAGE_BYTES, attach_input, exec_input,
+};
 use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest,
     ReopenLogResponse, ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse,
@@ -31,9 +33,11 @@ const OUTPUT_BACKLOG: usize = 16;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Maps a task error to its gRPC status (the only place that does).
-fn to_status(err: TaskError) -> Status {
-    let msg = err.to_string();
-    tracing::warn!("{msg}");
+/// The status of a failed `call`. Its message leaves out the container's id: crustd,
+/// the only client, names the container (and the call) in its own errors.
+fn to_status(call: &str, err: TaskError) -> Status {
+    tracing::warn!("{err}");
+    let msg = err.detail(call);
     match err {
         TaskError::WrongState { .. } => Status::failed_precondition(msg),
         TaskError::Invalid { .. } => Status::invalid_argument(msg),
@@ -127,7 +131,7 @@ impl Shim for ShimService {
     }
 
     async fn start(&self, _: Request<StartRequest>) -> Result<Response<StartResponse>, Status> {
-        let pid = self.task.start().map_err(to_status)?;
+        let pid = self.task.start().map_err(|e| to_status("start", e))?;
         Ok(Response::new(StartResponse {
             pid: pid.as_raw() as u32,
         }))
@@ -137,7 +141,9 @@ impl Shim for ShimService {
         let req = req.into_inner();
         let signal = i32::try_from(req.signal)
             .map_err(|_| Status::invalid_argument(format!("invalid signal {}", req.signal)))?;
-        self.task.kill(signal, req.all).map_err(to_status)?;
+        self.task
+            .kill(signal, req.all)
+            .map_err(|e| to_status("kill", e))?;
         Ok(Response::new(KillResponse {}))
     }
 
@@ -162,7 +168,9 @@ impl Shim for ShimService {
             env: req.env,
             timeout: (timeout > 0).then(|| Duration::from_secs(timeout)),
         };
-        let out = exec::exec_sync(&self.task, req).await.map_err(to_status)?;
+        let out = exec::exec_sync(&self.task, req)
+            .await
+            .map_err(|e| to_status("exec", e))?;
         Ok(Response::new(ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -175,7 +183,9 @@ impl Shim for ShimService {
         &self,
         _: Request<ReopenLogRequest>,
     ) -> Result<Response<ReopenLogResponse>, Status> {
-        self.task.reopen_log().map_err(to_status)?;
+        self.task
+            .reopen_log()
+            .map_err(|e| to_status("reopen log", e))?;
         Ok(Response::new(ReopenLogResponse {}))
     }
 
@@ -186,7 +196,9 @@ impl Shim for ShimService {
         let req = req.into_inner();
         let w = u16::try_from(req.width).unwrap_or(u16::MAX);
         let h = u16::try_from(req.height).unwrap_or(u16::MAX);
-        self.task.resize_pty(w, h).map_err(to_status)?;
+        self.task
+            .resize_pty(w, h)
+            .map_err(|e| to_status("resize pty", e))?;
         Ok(Response::new(ResizePtyResponse {}))
     }
 
@@ -197,7 +209,7 @@ impl Shim for ShimService {
         self.task
             .shutdown(req.into_inner().force)
             .await
-            .map_err(to_status)?;
+            .map_err(|e| to_status("shutdown", e))?;
         let _ = std::fs::remove_file(&self.socket);
         Ok(Response::new(ShutdownResponse {}))
     }
@@ -206,7 +218,11 @@ impl Shim for ShimService {
 /// Serves the task on `listener` until a Shutdown call has been answered; each call
 /// touches `idle`.
 pub async fn serve(task: Arc<Task>, listener: UnixListener, socket: PathBuf, idle: &Idle) {
-    let service = ShimServer::new(ShimService::new(Arc::clone(&task), socket));
+    // Both ways: a long ExecSync command in, its output out (tonic's default would
+    // refuse a request over 4 MiB).
+    let service = ShimServer::new(ShimService::new(Arc::clone(&task), socket))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let stop = {
         let task = Arc::clone(&task);
         async move { task.shutdown_requested().await }

@@ -78,6 +78,24 @@ pub enum TaskError {
     },
 }
 
+impl TaskError {
+    /// The error without the container's id, for a caller that names the container
+    /// itself; the operation is left out too when it is `call`, the caller's own.
+    pub fn detail(&self, call: &str) -> String {
+        let (op, cause) = match self {
+            TaskError::WrongState { op, state, .. } => (*op, format!("container is {state}")),
+            TaskError::Invalid { op, reason, .. } => (*op, reason.clone()),
+            TaskError::Container { op, source, .. } => (*op, source.to_string()),
+            TaskError::Io { op, source, .. } => (*op, source.to_string()),
+        };
+        if op == call {
+            cause
+        } else {
+            format!("{op}: {cause}")
+        }
+    }
+}
+
 /// The result of task operations.
 pub type Result<T> = std::result::Result<T, TaskError>;
 

@@ -72,6 +72,7 @@ pub async fn create_container(
         .clone()
         .unwrap_or_default();
     let name = container_name(meta, &pod_meta);
+    check_fields(&config, &sandbox).map_err(|e| invalid(format!("container {name:?}: {e}")))?;
     let id = ContainerId::generate();
     let same = |other: &ContainerId| {
         ctx.store.get_container(other).is_ok_and(|c| {
@@ -123,6 +124,18 @@ async fn create(
         return Err(err);
     }
     Ok(())
+}
+
+/// The fields that decide where crust writes and what it mounts, before anything is
+/// made: the log path, the mounts' paths and id mappings.
+fn check_fields(config: &ContainerConfig, sandbox: &Sandbox) -> spec::validate::Result {
+    spec::validate::log_path(&config.log_path)?;
+    let pod = crate::pod::userns::of_pod(&sandbox.metadata().config)
+        .ok()
+        .flatten();
+    spec::validate::mounts(config, pod.as_ref(), |p| {
+        std::fs::symlink_metadata(p).is_ok()
+    })
 }
 
 /// The container's cgroup under its pod's cgroup.

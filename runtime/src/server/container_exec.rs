@@ -53,12 +53,10 @@ pub(super) fn check_streams(
 
 /// Answers the URL of an exec session.
 pub async fn exec(ctx: &Arc<Context>, mut req: ExecRequest) -> Result<ExecResponse> {
-    if req.cmd.is_empty() {
-        return Err(Error::InvalidArgument {
-            rpc: "Exec",
-            message: "cmd is required".into(),
-        });
-    }
+    crate::spec::validate::exec_command(&req.cmd).map_err(|e| Error::InvalidArgument {
+        rpc: "Exec",
+        message: format!("container {:?}: {e}", req.container_id),
+    })?;
     check_streams("Exec", req.stdin, req.stdout, req.stderr, req.tty)?;
     let (id, _) = running_shim(ctx, &req.container_id, "exec in")?;
     req.container_id = id;

@@ -81,9 +81,27 @@ where
             } else {
                 tracing::info!(rpc, id, micros, error = %err, ?code, "refused");
             }
-            Err(Status::new(code, err.to_string()))
+            Err(Status::new(code, printable(&err.to_string())))
         }
     }
+}
+
+/// `message` with control characters (a NUL a client put in a name, a newline) escaped
+/// as Rust does (`\0`, `\n`), so a status message is one clean line.
+fn printable(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_owned();
+    }
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Times the steps of one call, each logged at `debug` with its duration as it ends:
@@ -248,5 +266,21 @@ mod tests {
             status.message(),
             "RunPodSandbox: not implemented by crust yet"
         );
+    }
+
+    #[tokio::test]
+    async fn messages_hold_no_control_characters() {
+        let r = Readiness::default();
+        r.set_ready();
+        let body = async {
+            Err::<(), _>(Error::NotFound {
+                what: "container \"a\0b\nc\"".into(),
+            })
+        };
+        let status = call(&r, "ContainerStatus", "", Verbosity::Read, body)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.message(), r#"container "a\0b\nc": not found"#);
     }
 }

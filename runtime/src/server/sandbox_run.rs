@@ -18,6 +18,7 @@ use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::network::netns;
 use crate::pod;
+use crate::spec;
 use crate::store::{SandboxId, SandboxMetadata, SandboxStatus, now_nanos, sandbox_name};
 
 /// Size of a pod's /dev/shm, as containerd's default.
@@ -46,6 +47,9 @@ pub async fn run_pod_sandbox(
     if meta.name.is_empty() {
         return Err(invalid("config.metadata.name is required"));
     }
+    spec::validate::hostname(&config.hostname)
+        .and_then(|()| spec::validate::log_directory(&config.log_directory))
+        .map_err(|e| invalid(format!("pod {:?}: {e}", meta.name)))?;
     pod::userns::of_pod(&config).map_err(|e| {
         invalid(format!(
             "pod {:?}: namespace_options.userns_options: {e}",

@@ -16,6 +16,7 @@ mod process;
 mod seccomp;
 mod summary;
 mod user;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::io;
@@ -82,9 +83,10 @@ pub struct SandboxFiles {
     pub shm: Option<PathBuf>,
 }
 
-/// Everything `container_spec` needs. The caller has created missing host paths of CRI
-/// mounts and resolved their symlinks (containerd does both before building the spec),
-/// and checked the propagation of their source mounts.
+/// Everything `container_spec` needs. The caller has checked the request's paths and
+/// mounts with [`validate`], created missing host paths of CRI mounts and resolved
+/// their symlinks (containerd does both before building the spec), and checked the
+/// propagation of their source mounts.
 pub struct ContainerSpecRequest<'a> {
     /// The container id.
     pub id: &'a str,
