@@ -79,10 +79,37 @@ need_rust() {
   die "cargo not found: install a Rust toolchain (rustup) first"
 }
 
+# grpcio from PyPI, for the test of a gRPC client that is not Go's. From 1.57 on,
+# grpcio names a Unix socket's path as :authority, the case the test is about;
+# Debian's python3-grpcio (1.51) still sends "localhost".
+CRUST_GRPCIO_VERSION=1.85.3
+CRUST_GRPCIO_PIP=("grpcio==$CRUST_GRPCIO_VERSION" "typing-extensions==4.16.0")
+
+# need_grpcio: sets CRUST_GRPCIO_PYTHON to the interpreter of a venv in the cache
+# holding CRUST_GRPCIO_PIP, made with Debian's python3 on the first call.
+need_grpcio() {
+  local venv="$CRUST_CACHE/grpcio-$CRUST_GRPCIO_VERSION"
+  CRUST_GRPCIO_PYTHON="$venv/bin/python"
+  [ -e "$venv/.installed" ] && return 0
+  apt_install python3-venv
+  mkdir -p "$CRUST_CACHE"
+  (
+    # One installer at a time: the test runs of several checkouts share the cache.
+    flock -w 600 9 || die "another installer holds $venv.lock"
+    [ -e "$venv/.installed" ] && exit 0
+    rm -rf "$venv"
+    step python-venv /usr/bin/python3 -m venv "$venv"
+    step pip-install-grpcio "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      --only-binary=:all: "${CRUST_GRPCIO_PIP[@]}"
+    touch "$venv/.installed"
+  ) 9>"$venv.lock"
+}
+
 # The packages crustd needs at run time and to build.
 CRUST_DEBIAN_PACKAGES=(containernetworking-plugins iptables iproute2 libseccomp-dev pkg-config ca-certificates curl)
 
-# write_cni_config DIR NAME BRIDGE SUBNET: a bridge + portmap + loopback conflist.
+# write_cni_config DIR NAME BRIDGE SUBNET: a bridge + portmap conflist. Like most cluster
+# CNI configs it has no loopback plugin: crustd brings each pod's lo up itself.
 write_cni_config() {
   local dir="$1" name="$2" bridge="$3" subnet="$4"
   mkdir -p "$dir"
@@ -103,8 +130,7 @@ write_cni_config() {
         "routes": [{ "dst": "0.0.0.0/0" }]
       }
     },
-    { "type": "portmap", "capabilities": { "portMappings": true } },
-    { "type": "loopback" }
+    { "type": "portmap", "capabilities": { "portMappings": true } }
   ]
 }
 JSON

@@ -49,8 +49,7 @@ impl Node {
                         "ranges": [[{"subnet": "10.84.0.0/24"}]],
                         "dataDir": net.path().join("ipam"),
                     }
-                },
-                {"type": "loopback"}
+                }
             ]
         });
         std::fs::write(conf_dir.join("10-esc.conflist"), conflist.to_string()).unwrap();

@@ -99,6 +99,15 @@ impl Node {
     fn crictl(&self) -> Command {
         let mut c = Command::new(CRICTL);
         let ep = format!("unix://{}", self.crustd.socket.display());
+        // A config of its own: without one (no /etc/crictl.yaml on a new machine)
+        // crictl warns on stderr, which the tests compare.
+        let config = self.crustd.dir.path().join("crictl.yaml");
+        std::fs::write(
+            &config,
+            format!("runtime-endpoint: {ep}\nimage-endpoint: {ep}\n"),
+        )
+        .expect("write crictl.yaml");
+        c.arg("--config").arg(&config);
         c.args([
             "--runtime-endpoint",
             &ep,

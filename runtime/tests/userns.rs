@@ -42,6 +42,19 @@ fn userns_options() -> NamespaceOption {
     }
 }
 
+/// A pod with its own user namespace, mapped as `userns_options` says.
+fn userns_pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+    let mut config = pod_config(name, logs);
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(userns_options()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
 /// What the probe container prints, one line per check.
 const PROBE: &str = "\
     cat /proc/self/uid_map; cat /proc/self/gid_map; id -u; id -g; \
@@ -105,14 +118,7 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
     std::os::unix::fs::chown(&secret, Some(HOST_ID + LENGTH + 1), Some(0)).unwrap();
     std::fs::set_permissions(&secret, PermissionsExt::from_mode(0o600)).unwrap();
 
-    let mut config = pod_config("userns", &node.logs());
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(userns_options()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = userns_pod_config("userns", &node.logs());
     let pod = run_pod(&mut rt, &config).await;
     let state = node.state();
     let user_pin = state.join("ns/user").join(&pod);
@@ -360,4 +366,91 @@ async fn bad_user_namespaces_are_refused_before_anything_is_made() {
     assert!(pods.is_empty(), "{pods:?}");
     assert!(entries(&node.state().join("p")).is_empty());
     assert!(entries(&node.state().join("ns/user")).is_empty());
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn kubelet_shaped_mounts_carry_the_pods_mappings() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
+    let mut rt = node.rt().await;
+    // What kubelet mounts into a container of a `hostUsers: false` pod, from its pod
+    // dir: its own /etc/hosts, the termination log, an emptyDir; all owned by root.
+    let kubelet = tempfile::Builder::new()
+        .prefix("crust-uns-kubelet.")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(kubelet.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let hosts = kubelet.path().join("etc-hosts");
+    std::fs::write(&hosts, "127.0.0.1\tlocalhost\n10.93.0.9\tkubelet-hosts\n").unwrap();
+    let termination = kubelet.path().join("termination-log");
+    std::fs::write(&termination, "").unwrap();
+    std::fs::set_permissions(&termination, PermissionsExt::from_mode(0o666)).unwrap();
+    let empty_dir = kubelet.path().join("volumes/kubernetes.io~empty-dir/cache");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    std::fs::set_permissions(&empty_dir, PermissionsExt::from_mode(0o777)).unwrap();
+
+    let config = userns_pod_config("kubelet-userns", &node.logs());
+    let pod = run_pod(&mut rt, &config).await;
+    let pod_maps = userns_options().userns_options.unwrap();
+    let mapped = |host: &Path, on: &str| Mount {
+        container_path: on.into(),
+        host_path: host.display().to_string(),
+        uid_mappings: pod_maps.uids.clone(),
+        gid_mappings: pod_maps.gids.clone(),
+        ..Default::default()
+    };
+    let script = "stat -c %u:%g /etc/hosts /dev/termination-log /cache; \
+                  grep -c kubelet-hosts /etc/hosts; \
+                  echo finished > /dev/termination-log; echo x > /cache/f; \
+                  cat /sys/class/net/lo/flags; echo done";
+    let mut ctr = container_config("mounts", &["sh", "-c", script]);
+    ctr.mounts = vec![
+        mapped(&hosts, "/etc/hosts"),
+        mapped(&termination, "/dev/termination-log"),
+        mapped(&empty_dir, "/cache"),
+    ];
+    ctr.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(userns_options()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &config, ctr.clone()).await;
+    start(&mut rt, &id).await;
+    let exited = wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
+    let log = std::fs::read_to_string(&exited.log_path).unwrap();
+    assert_eq!(exited.exit_code, 0, "{log}");
+    // Root's files are root's inside; lo is up (IFF_UP | IFF_LOOPBACK | IFF_RUNNING).
+    assert_eq!(
+        log_lines(&log),
+        ["0:0", "0:0", "0:0", "1", "0x9", "done"],
+        "{log}"
+    );
+    // What the container's root wrote lands owned by the host's root.
+    assert_eq!(std::fs::read_to_string(&termination).unwrap(), "finished\n");
+    assert_eq!(owner(&empty_dir.join("f")), (0, 0));
+
+    // Mappings other than the pod's are refused, naming the mount.
+    let mut other = ctr;
+    other.metadata.as_mut().unwrap().name = "other".into();
+    other.mounts[2].gid_mappings[0].host_id = HOST_ID + 1;
+    let err = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(other),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    for want in [
+        "mounts[2].gid_mappings",
+        "\"/cache\"",
+        "differ from the pod's",
+    ] {
+        assert!(err.message().contains(want), "{want}: {err:?}");
+    }
+    remove_pod(&mut rt, &pod).await;
 }

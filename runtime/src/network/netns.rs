@@ -13,10 +13,17 @@
 //! (`crate::pod::namespaces`); this module is its network face.
 //!
 //! Everything here blocks for a moment (a thread spawn and join); from async code call
-//! it through `tokio::task::spawn_blocking`. The loopback interface is left down: the
-//! CNI `loopback` plugin brings it up.
+//! it through `tokio::task::spawn_blocking`. The loopback interface is brought up in
+//! every pod network namespace ([`loopback_up`]), as containerd and CRI-O do: most
+//! cluster CNI configs (flannel's, calico's, cilium's) have no `loopback` plugin, and
+//! without `lo` neither `localhost` in the pod nor port forwarding works.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use nix::libc;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
 
 use crate::pod::namespaces::{self, Kind};
 pub use crate::pod::namespaces::{Error, Result, is_pinned, prepare_dir};
@@ -25,8 +32,39 @@ use crate::store::SandboxId;
 /// Creates a new network namespace pinned at `dir/<sandbox id>` and returns that path.
 /// `dir` is prepared by [`prepare_dir`] first. Fails with [`Error::AlreadyPinned`] if
 /// the sandbox already has one; a leftover empty file (a crash between steps) is reused.
+/// Its `lo` is up.
 pub fn create(dir: &Path, sandbox: &SandboxId) -> Result<PathBuf> {
-    namespaces::pin_new(Kind::Net, dir, sandbox, |_| Ok(()))
+    namespaces::pin_new(Kind::Net, dir, sandbox, |path| {
+        loopback_up().map_err(|e| Error::io(Kind::Net, path, "bring lo up", e))
+    })
+}
+
+/// Brings up `lo` in the network namespace of the calling thread (`SIOCSIFFLAGS` with
+/// `IFF_UP`, as `ip link set lo up` does). Idempotent.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: the request and the ifreq match (the kernel reads the name and writes
+    // the flags); the socket is open for the duration of the calls.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Unmounts and unlinks a pin. Idempotent: a missing file or a file with nothing
@@ -111,6 +149,16 @@ mod tests {
             .map(str::trim)
             .collect();
         assert_eq!(names, ["lo"]);
+        // `lo` is up (and can carry traffic) with no CNI plugin having run.
+        let reached = run_in(&pin, || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            std::net::TcpStream::connect(listener.local_addr()?).map(|_| ())
+        })
+        .unwrap();
+        assert!(
+            reached.is_ok(),
+            "connect to 127.0.0.1 in the pod: {reached:?}"
+        );
 
         assert!(matches!(
             create(&dir.netns(), &id),

@@ -128,7 +128,12 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    fn io(kind: Kind, path: &Path, op: &'static str, source: impl Into<io::Error>) -> Error {
+    pub(crate) fn io(
+        kind: Kind,
+        path: &Path,
+        op: &'static str,
+        source: impl Into<io::Error>,
+    ) -> Error {
         Error::Io {
             kind,
             path: path.to_owned(),
@@ -179,6 +184,21 @@ pub fn prepare_dir(dir: &Path) -> Result<()> {
     )
     .map_err(|e| Error::path(dir, "bind dir onto itself", e))?;
     share().map_err(|e| Error::path(dir, "make shared", e))
+}
+
+/// Undoes [`prepare_dir`] once no pod needs `dir`: unmounts its binds onto itself and
+/// leaves it a plain dir. Idempotent; a pin still in it would keep its own mount.
+pub fn release_dir(dir: &Path) -> Result<()> {
+    let _guard = PREPARE.lock().unwrap_or_else(|e| e.into_inner());
+    // The bound keeps a broken mount table from looping forever, as in `remove`.
+    for _ in 0..16 {
+        match nix::mount::umount2(dir, MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(Errno::EINVAL | Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(Error::path(dir, "unmount", e)),
+        }
+    }
+    Ok(())
 }
 
 /// Whether `path` is a pinned namespace (an nsfs file).

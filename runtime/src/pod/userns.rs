@@ -179,6 +179,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `lo` of the pod's network namespace could not be brought up.
+    #[error("network namespace {pin}: bring lo up: {source}")]
+    Loopback {
+        /// The network namespace pin.
+        pin: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// Preparing a pin dir failed.
     #[error(transparent)]
     Pin(#[from] namespaces::Error),
@@ -252,7 +261,21 @@ pub async fn create(shim: &Path, pins: &PodPins, userns: &PodUserns, hostname: &
             message: message.trim_start_matches("crust-shim: ").to_owned(),
         });
     }
-    Ok(())
+    // The network namespace's `lo`, up as in every pod (`network::netns`): crustd's
+    // root may join and configure it, as the owner of the pod's user namespace.
+    let net = pins.net.clone();
+    let up = tokio::task::spawn_blocking(move || {
+        crate::network::netns::run_in(&net, crate::network::netns::loopback_up)
+    })
+    .await
+    .map_err(|e| Error::Loopback {
+        pin: pins.net.clone(),
+        source: io::Error::other(e),
+    })??;
+    up.map_err(|source| Error::Loopback {
+        pin: pins.net.clone(),
+        source,
+    })
 }
 
 /// Whether idmapped mounts work on `dir`'s filesystem: makes a throwaway user namespace

@@ -20,6 +20,10 @@ use tower::service_fn;
 /// The crustd binary cargo built for these tests.
 pub const CRUSTD: &str = env!("CARGO_BIN_EXE_crustd");
 
+/// The largest CRI message kubelet receives (cri-client's `maxMsgSize`); the clients
+/// here take no more, so an answer too large for kubelet fails a test.
+pub const KUBELET_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
 /// A running crustd with its own root, state dir, socket and log.
 pub struct Crustd {
     child: Option<Child>,
@@ -132,7 +136,8 @@ impl Crustd {
     }
 
     async fn try_runtime(&self) -> Result<RuntimeServiceClient<Channel>, tonic::transport::Error> {
-        Ok(RuntimeServiceClient::new(connect(&self.socket).await?))
+        Ok(RuntimeServiceClient::new(connect(&self.socket).await?)
+            .max_decoding_message_size(KUBELET_MAX_MESSAGE))
     }
 
     /// A RuntimeService client on the socket.
@@ -143,6 +148,7 @@ impl Crustd {
     /// An ImageService client on the socket.
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(connect(&self.socket).await.expect("connect to crustd"))
+            .max_decoding_message_size(KUBELET_MAX_MESSAGE)
     }
 
     /// The root dir.

@@ -28,6 +28,16 @@ impl Node {
     /// A crustd whose pod network is bridge `bridge` on `subnet` (a /24 of its own per
     /// test file), with the busybox image pulled.
     pub async fn start(bridge: &'static str, subnet: &str) -> Node {
+        Node::start_with(bridge, subnet, None).await
+    }
+
+    /// The same, with a plugin of the test's own chained after the others: `plugin`
+    /// is its name and a script of its own, put in a bin dir searched first.
+    pub async fn start_with(
+        bridge: &'static str,
+        subnet: &str,
+        plugin: Option<(&str, &str)>,
+    ) -> Node {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the lifecycle tests need root"
@@ -51,14 +61,29 @@ impl Node {
                         "dataDir": net.path().join("ipam"),
                     }
                 },
-                {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "loopback"}
+                // No loopback plugin, as in most cluster CNI configs: crustd brings
+                // lo up itself.
+                {"type": "portmap", "capabilities": {"portMappings": true}}
             ]
         });
+        let mut conflist = conflist;
+        let bin_dir = net.path().join("bin");
+        if let Some((name, script)) = plugin {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(&bin_dir).unwrap();
+            let path = bin_dir.join(name);
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, PermissionsExt::from_mode(0o755)).unwrap();
+            conflist["plugins"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({ "type": name }));
+        }
         std::fs::write(conf_dir.join("10-lc.conflist"), conflist.to_string()).unwrap();
         let extra = format!(
-            "[network]\nconf_dir = {:?}\nbin_dirs = [\"/usr/lib/cni\"]\n{}",
+            "[network]\nconf_dir = {:?}\nbin_dirs = [{:?}, \"/usr/lib/cni\"]\n{}",
             conf_dir,
+            bin_dir,
             mirror_config()
         );
         let crustd = Crustd::start(&extra).await;
@@ -175,6 +200,24 @@ pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandbox
     .expect("run pod")
     .into_inner()
     .pod_sandbox_id
+}
+
+/// The pods crustd lists.
+pub async fn list_pods(rt: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("list pods")
+        .into_inner()
+        .items
+}
+
+/// Removes a pod (stopping it first), with its containers.
+pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.into(),
+    })
+    .await
+    .expect("remove pod");
 }
 
 pub async fn create(
