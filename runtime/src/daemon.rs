@@ -25,8 +25,15 @@ use crate::shims;
 use crate::spec::HostFacts;
 use crate::store::Store;
 
-/// kubelet's own limit for CRI messages.
+/// kubelet's own limit for CRI messages (cri-client's `maxMsgSize`, for what it
+/// receives). A larger limit here would not help: kubelet refuses a larger answer.
+/// So an ExecSync answer is kept within it: the shim cuts the output to
+/// `shim::EXEC_SYNC_OUTPUT_BYTES` in all. (containerd keeps 16 MiB per stream, then
+/// fails to send more than its own 16 MiB; CRI-O keeps 16 MiB of both together.)
 const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+// A shim's ExecSync answer passes on to kubelet as it is.
+const _: () = assert!(crust_proto::shim::MAX_MESSAGE_BYTES <= MAX_MESSAGE_BYTES);
 
 /// Quiet time after which crustd gives back memory (see crust-idle): what a pull, a
 /// burst of calls or the recovery freed, and code pages they touched.
@@ -95,6 +102,28 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// What crustd made for pods and keeps while it runs, once no pod is left as it stops:
+/// the pin dirs' bind mounts and crust's own parent cgroup. With pods left, all of it
+/// stays for the next crustd.
+fn release_unused(ctx: &Context) {
+    if !ctx.store.list_sandboxes().is_empty() {
+        return;
+    }
+    let p = &ctx.paths;
+    for dir in [
+        p.netns_dir(),
+        p.uts_dir(),
+        p.ipc_dir(),
+        p.pid_dir(),
+        p.user_dir(),
+    ] {
+        if let Err(e) = crate::pod::namespaces::release_dir(&dir) {
+            tracing::warn!(error = %e, "release a pin dir");
+        }
+    }
+    crate::server::sandboxes::release_default_parent(&ctx.host.cgroup_hierarchies());
+}
+
 /// Serves CRI on the configured socket until `shutdown` resolves, then removes the
 /// socket. The config must be valid.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
@@ -156,7 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
 
-    let service = CriService::new(ctx);
+    let service = CriService::new(Arc::clone(&ctx));
     let runtime = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -193,6 +222,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     streaming.abort();
     trimmer.abort();
     let _ = fs::remove_file(&socket);
+    release_unused(&ctx);
     served?;
     tracing::info!("crustd stopped");
     Ok(())

@@ -1,5 +1,5 @@
 //! ListPodSandbox and StreamPodSandboxes: the pods, filtered by id (or id prefix),
-//! state and labels.
+//! state and labels. A pod whose RunPodSandbox has not answered is not listed.
 
 use crust_proto::cri::{
     ListPodSandboxRequest, ListPodSandboxResponse, PodSandbox, PodSandboxFilter,
@@ -17,7 +17,7 @@ fn list(ctx: &Context, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
     let filter = filter.unwrap_or_default();
     let mut out: Vec<PodSandbox> = ctx
         .store
-        .list_sandboxes()
+        .published_sandboxes()
         .iter()
         .filter(|s| filter.id.is_empty() || s.metadata().id.as_str().starts_with(&filter.id))
         .map(|s| convert::sandbox(s))

@@ -29,7 +29,7 @@ pub async fn list_metric_descriptors(
 }
 
 async fn all(ctx: &Arc<Context>) -> Result<Vec<PodSandboxMetrics>> {
-    let mut list = ctx.store.list_sandboxes();
+    let mut list = ctx.store.published_sandboxes();
     list.sort_by_key(|s| s.metadata().created_at);
     let samples = sampling::pods(ctx, list).await?;
     Ok(samples

@@ -34,7 +34,7 @@ async fn list(
     filter: Option<PodSandboxStatsFilter>,
 ) -> Result<Vec<PodSandboxStats>> {
     let filter = filter.unwrap_or_default();
-    let mut list = ctx.store.list_sandboxes();
+    let mut list = ctx.store.published_sandboxes();
     list.retain(|s| {
         let m = s.metadata();
         m.id.as_str().starts_with(&filter.id)

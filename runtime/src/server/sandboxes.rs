@@ -51,9 +51,29 @@ impl Modes {
 pub fn pod_cgroup(m: &SandboxMetadata) -> String {
     let parent = m.cgroup_parent.trim_end_matches('/');
     if parent.is_empty() {
-        format!("/crust/pod-{}", m.id)
+        format!("/{DEFAULT_PARENT}/pod-{}", m.id)
     } else {
         parent.to_owned()
+    }
+}
+
+/// The cgroup, in every hierarchy, that holds the pod cgroups crust makes for pods
+/// without a parent.
+const DEFAULT_PARENT: &str = "crust";
+
+/// Removes crust's own parent cgroup from every hierarchy where it is empty: once the
+/// last pod is gone, nothing of crust's stays in the host's cgroups. A pod made since
+/// keeps it (rmdir refuses a cgroup with children), and the next one makes it again.
+pub fn release_default_parent(hierarchies: &[PathBuf]) {
+    for h in hierarchies {
+        let dir = h.join(DEFAULT_PARENT);
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::EBUSY))
+                    || e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "remove crust's cgroup"),
+        }
     }
 }
 
@@ -253,6 +273,9 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
         ))?;
         if meta.is_some() {
             store_ctx.store.remove_sandbox(&sid)?;
+            if store_ctx.store.list_sandboxes().is_empty() {
+                release_default_parent(&hierarchies);
+            }
         }
         Ok(())
     })

@@ -170,14 +170,33 @@ impl Store {
         self.sandboxes.get(id)
     }
 
-    /// The sandbox whose id starts with `prefix` (a full id included).
+    /// The sandbox whose id starts with `prefix` (a full id included), as clients see
+    /// sandboxes: one still being started is not there yet ([`SandboxStatus::starting`]).
     pub fn resolve_sandbox(&self, prefix: &str) -> Result<Arc<Sandbox>> {
-        self.sandboxes.resolve(prefix)
+        let sandbox = self.sandboxes.resolve(prefix)?;
+        if sandbox.status().starting() {
+            return Err(Error::NotFound {
+                what: error::Object::Sandbox,
+                id: prefix.to_owned(),
+            });
+        }
+        Ok(sandbox)
     }
 
-    /// Every sandbox, in no order.
+    /// Every sandbox, in no order, those still being started included: for recovery and
+    /// clean-up.
     pub fn list_sandboxes(&self) -> Vec<Arc<Sandbox>> {
         self.sandboxes.list()
+    }
+
+    /// The sandboxes clients see, in no order: those whose RunPodSandbox has answered
+    /// (or was cut short and is being undone). A pod being started is not listed, as
+    /// containerd does: kubelet would take a NOTREADY pod it did not ask for as one
+    /// that died.
+    pub fn published_sandboxes(&self) -> Vec<Arc<Sandbox>> {
+        let mut list = self.sandboxes.list();
+        list.retain(|s| !s.status().starting());
+        list
     }
 
     /// Changes a sandbox's status through `f`, atomically: if `f` or the write fails,

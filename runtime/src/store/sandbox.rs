@@ -153,6 +153,11 @@ impl SandboxStatus {
         }
     }
 
+    /// Its RunPodSandbox is still running: neither READY once nor stopped.
+    pub fn starting(&self) -> bool {
+        self.ready_at.is_none() && !self.stopped
+    }
+
     /// NOTREADY (starting) -> READY, with the pod's IPs.
     pub fn mark_ready(&mut self, id: &SandboxId, pod_ips: Vec<String>, at: i64) -> Result<()> {
         if self.state != SandboxState::NotReady || self.stopped {

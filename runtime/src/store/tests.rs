@@ -114,6 +114,51 @@ fn add_get_list_remove() {
     assert!(store.list_containers().is_empty());
 }
 
+/// The status of a sandbox whose RunPodSandbox has answered.
+fn ready(id: &SandboxId) -> SandboxStatus {
+    let mut status = SandboxStatus::default();
+    status.mark_ready(id, Vec::new(), 1).unwrap();
+    status
+}
+
+#[test]
+fn a_sandbox_being_started_is_shown_to_no_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (starting, up, failed) = (sandbox("a"), sandbox("b"), sandbox("c"));
+    for s in [&starting, &up, &failed] {
+        store
+            .add_sandbox(s.clone(), SandboxStatus::default())
+            .unwrap();
+    }
+    store
+        .update_sandbox(&up.id, |st| st.mark_ready(&up.id, Vec::new(), 1))
+        .unwrap();
+    // A start cut short and being undone is stopped: shown, so it can be removed.
+    store
+        .update_sandbox(&failed.id, |st| {
+            st.mark_stopped(2);
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+    let err = store.resolve_sandbox(starting.id.as_str()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(store.resolve_sandbox(up.id.as_str()).is_ok());
+    assert!(store.resolve_sandbox(failed.id.as_str()).is_ok());
+    let mut shown: Vec<_> = store
+        .published_sandboxes()
+        .iter()
+        .map(|s| s.metadata().id.clone())
+        .collect();
+    shown.sort();
+    let mut want = vec![up.id.clone(), failed.id.clone()];
+    want.sort();
+    assert_eq!(shown, want);
+    // Recovery and clean-up see it.
+    assert_eq!(store.list_sandboxes().len(), 3);
+    assert!(store.get_sandbox(&starting.id).is_ok());
+}
+
 #[test]
 fn resolve_prefixes_through_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,9 +166,7 @@ fn resolve_prefixes_through_the_store() {
     let ids: Vec<_> = (0..20)
         .map(|i| {
             let s = sandbox(&format!("p{i}"));
-            store
-                .add_sandbox(s.clone(), SandboxStatus::default())
-                .unwrap();
+            store.add_sandbox(s.clone(), ready(&s.id)).unwrap();
             s.id
         })
         .collect();
