@@ -1,7 +1,8 @@
 //! crust-proto owns the wire types: the CRI v1 API (`runtime.v1`, fetched by
 //! `proto/update` at a pinned k8s.io/cri-api version, never edited by hand) and crust's
-//! own crustd <-> crust-shim API (`shim.v1`). It holds generated code only: it must
-//! never carry logic of the runtime or the shim.
+//! own crustd <-> crust-shim API (`shim.v1`) with the message limits both ends of it
+//! keep. It holds generated code and those constants only: it must never carry logic
+//! of the runtime or the shim.
 
 /// The CRI v1 API: `RuntimeService` and `ImageService`, their messages and clients.
 pub mod cri {
@@ -13,4 +14,45 @@ pub mod cri {
 pub mod shim {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("shim.v1");
+
+    /// The largest message either end of the shim API sends or accepts, both ways:
+    /// kubelet's own limit for a CRI message, so that an ExecSync answer the shim
+    /// sends goes on to kubelet as it is.
+    pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+    /// The most output an ExecSync answer carries, stdout and stderr together: the
+    /// message limit less room for the answer's other fields and framing.
+    pub const EXEC_SYNC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - 64;
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::shim::{EXEC_SYNC_OUTPUT_BYTES, MAX_MESSAGE_BYTES};
+
+    #[test]
+    fn an_exec_sync_answer_with_all_the_output_fits_one_message() {
+        let half = EXEC_SYNC_OUTPUT_BYTES / 2;
+        for (out, err) in [
+            (EXEC_SYNC_OUTPUT_BYTES, 0),
+            (0, EXEC_SYNC_OUTPUT_BYTES),
+            (EXEC_SYNC_OUTPUT_BYTES - half, half),
+        ] {
+            // -1 takes the longest varint.
+            let shim = super::shim::ExecSyncResponse {
+                stdout: vec![b'x'; out],
+                stderr: vec![b'x'; err],
+                exit_code: -1,
+                timed_out: true,
+            };
+            assert!(shim.encoded_len() <= MAX_MESSAGE_BYTES, "{out} + {err}");
+            let cri = super::cri::ExecSyncResponse {
+                stdout: shim.stdout,
+                stderr: shim.stderr,
+                exit_code: -1,
+            };
+            assert!(cri.encoded_len() <= MAX_MESSAGE_BYTES, "{out} + {err}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use crust_proto::shim::shim_client::ShimClient;
-use crust_proto::shim::{AttachInput, ExecInput, IoOutput};
+use crust_proto::shim::{AttachInput, ExecInput, IoOutput, MAX_MESSAGE_BYTES};
 use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, ReopenLogRequest, ShutdownRequest,
     StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
@@ -57,10 +57,15 @@ impl Shims {
             .entry(socket.to_owned())
             .or_insert_with(|| connect_lazy(socket))
             .clone();
+        // An ExecSync answer (up to the message limit) would exceed tonic's default of
+        // 4 MiB; so could a long command.
+        let client = ShimClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Shim {
             id: id.to_owned(),
             socket: socket.to_owned(),
-            client: ShimClient::new(channel),
+            client,
         }
     }
 
