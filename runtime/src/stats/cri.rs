@@ -96,23 +96,19 @@ fn interface(i: &InterfaceSample) -> NetworkInterfaceUsage {
     }
 }
 
-/// `eth0` (or else the first interface) as the default, the others beside it.
+/// `eth0` (or else the first interface) as the default, and every interface, the
+/// default among them, in `interfaces`: what kubelet's summary lists when cadvisor
+/// fills it, and what containerd sends.
 fn network(sample: &NetworkSample) -> NetworkUsage {
     let default = sample
         .interfaces
         .iter()
-        .position(|i| i.name == DEFAULT_INTERFACE)
-        .or_else(|| (!sample.interfaces.is_empty()).then_some(0));
+        .find(|i| i.name == DEFAULT_INTERFACE)
+        .or(sample.interfaces.first());
     NetworkUsage {
         timestamp: sample.timestamp,
-        default_interface: default.map(|d| interface(&sample.interfaces[d])),
-        interfaces: sample
-            .interfaces
-            .iter()
-            .enumerate()
-            .filter(|&(n, _)| Some(n) != default)
-            .map(|(_, i)| interface(i))
-            .collect(),
+        default_interface: default.map(interface),
+        interfaces: sample.interfaces.iter().map(interface).collect(),
     }
 }
 

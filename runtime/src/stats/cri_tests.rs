@@ -121,8 +121,13 @@ fn pod_stats_has_cgroup_network_processes_and_containers() {
         ("eth0", 2)
     );
     assert_eq!(default.tx_errors.unwrap().value, 2);
-    let others: Vec<_> = network.interfaces.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(others, ["net1", "net2"]);
+    // Every interface, the default among them, as kubelet lists them from cadvisor.
+    let every: Vec<_> = network
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.rx_bytes.unwrap().value))
+        .collect();
+    assert_eq!(every, [("net1", 1), ("eth0", 2), ("net2", 3)]);
     assert_eq!(linux.containers.len(), 1);
     assert!(pod.windows.is_none());
 }
@@ -139,7 +144,7 @@ fn first_interface_is_default_without_eth0() {
     });
     let network = pod.linux.unwrap().network.unwrap();
     assert_eq!(network.default_interface.unwrap().name, "ens3");
-    assert_eq!(network.interfaces.len(), 1);
+    assert_eq!(network.interfaces.len(), 2);
 
     let empty = NetworkSample::default();
     let pod = pod_stats(PodStatsInput {
@@ -148,6 +153,22 @@ fn first_interface_is_default_without_eth0() {
     });
     let network = pod.linux.unwrap().network.unwrap();
     assert!(network.default_interface.is_none() && network.interfaces.is_empty());
+}
+
+#[test]
+fn a_pod_with_only_eth0_lists_it_among_the_interfaces() {
+    let net = NetworkSample {
+        timestamp: 1,
+        interfaces: vec![iface("eth0", 70)],
+    };
+    let pod = pod_stats(PodStatsInput {
+        network: Some(&net),
+        ..Default::default()
+    });
+    let network = pod.linux.unwrap().network.unwrap();
+    let eth0 = interface(&net.interfaces[0]);
+    assert_eq!(network.default_interface, Some(eth0.clone()));
+    assert_eq!(network.interfaces, [eth0]);
 }
 
 #[test]

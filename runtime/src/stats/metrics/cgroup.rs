@@ -3,7 +3,7 @@
 use crust_proto::cri::Metric;
 
 use super::descriptors::*;
-use super::{metric, seconds};
+use super::{metric, seconds, unix_seconds};
 use crate::stats::{BlkioDevice, CgroupSample};
 
 /// Every row the sample has figures for.
@@ -11,7 +11,7 @@ pub(super) fn rows(base: &[String], s: &CgroupSample) -> Vec<Metric> {
     let m = &s.memory;
     let d = &s.detail;
     let one = |name, value| metric(name, base, &[], value);
-    let last_seen = u64::try_from(s.timestamp).map_or(0, seconds);
+    let last_seen = u64::try_from(s.timestamp).map_or(0, unix_seconds);
     let mut out = vec![
         one(LAST_SEEN, last_seen),
         // kubelet's cadvisor has per-CPU figures off: one row, `cpu="total"`.

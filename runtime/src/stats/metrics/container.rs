@@ -4,7 +4,7 @@
 use crust_proto::cri::Metric;
 
 use super::descriptors::*;
-use super::{ContainerMetricsInput, metric, seconds};
+use super::{ContainerMetricsInput, metric, unix_seconds};
 
 /// Every row the container has figures for, whether it runs or not.
 pub(super) fn rows(base: &[String], c: &ContainerMetricsInput<'_>) -> Vec<Metric> {
@@ -45,7 +45,7 @@ pub(super) fn rows(base: &[String], c: &ContainerMetricsInput<'_>) -> Vec<Metric
         }
     }
     if let Some(started) = c.started_at.and_then(|t| u64::try_from(t).ok()) {
-        out.push(metric(START_TIME, base, &[], seconds(started)));
+        out.push(metric(START_TIME, base, &[], unix_seconds(started)));
     }
     out
 }

@@ -9,8 +9,17 @@
 //! `interface`). A container's rows carry its CRI name in `container` and `name`, its
 //! id in `id` and its image; the pod's own rows (the pod cgroup, the network) leave
 //! `container`, `image` and `name` empty, as cadvisor does for the pod cgroup, so that
-//! `container!=""` selects containers only. Values are whole numbers: seconds are
-//! truncated. Values are gathered live: every timestamp is 0.
+//! `container!=""` selects containers only. Values are gathered live: every timestamp
+//! is 0.
+//!
+//! Units are cadvisor's, which kubelet serves unchanged: it turns each value into the
+//! Prometheus sample as it comes (`float64(value)`), so a `_seconds` metric must be
+//! sent in seconds, never nanoseconds. CRI carries a value as a whole number
+//! (`UInt64Value`), so a duration loses its fraction: crust rounds CPU and throttled
+//! time to the nearest second (0.71 s reads 1), where CRI-O and containerd truncate
+//! (0.71 s reads 0, and a container that used less than a second in all shows none).
+//! Instants (`container_last_seen`, `container_start_time_seconds`) are truncated, as
+//! cadvisor's are.
 //!
 //! The families: `cgroup` (CPU, memory, processes, block I/O of a cgroup),
 //! `container` (the writable layer's filesystem, the spec, the start time) and the
@@ -127,9 +136,19 @@ fn metric(name: &'static str, base: &[String], extra: &[&str], value: u64) -> Me
     }
 }
 
-/// Whole seconds of a nanosecond count.
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// A duration in nanoseconds as whole seconds, to the nearest: the best a CRI metric
+/// can carry (see the module doc), half the error of truncating, and the same step at
+/// every second so a counter still only grows.
 fn seconds(nanos: u64) -> u64 {
-    nanos / 1_000_000_000
+    nanos / NANOS_PER_SECOND + u64::from(nanos % NANOS_PER_SECOND >= NANOS_PER_SECOND / 2)
+}
+
+/// An instant in nanoseconds since the Unix epoch as whole seconds, truncated, as
+/// cadvisor reports its instants (`Time.Unix()`).
+fn unix_seconds(nanos: u64) -> u64 {
+    nanos / NANOS_PER_SECOND
 }
 
 fn network_rows(base: &[String], net: &NetworkSample) -> Vec<Metric> {

@@ -207,8 +207,9 @@ fn values_and_labels() {
     assert_eq!(ids, ["c1", "c2"]);
 
     let metrics = all(&out);
+    // 2.5 s of CPU, to the nearest second.
     let cpu = find(&metrics, CPU_USAGE, "app");
-    assert_eq!(cpu.value.as_ref().unwrap().value, 2);
+    assert_eq!(cpu.value.as_ref().unwrap().value, 3);
     assert_eq!(
         cpu.label_values,
         [
@@ -237,7 +238,7 @@ fn values_and_labels() {
     let expected = [
         (LAST_SEEN, 1_700_000_000),
         (CPU_USER, 2),
-        (CPU_SYSTEM, 0),
+        (CPU_SYSTEM, 1),
         (CFS_PERIODS, 40),
         (CFS_THROTTLED_PERIODS, 7),
         (CFS_THROTTLED_SECONDS, 3),
@@ -349,4 +350,47 @@ fn absent_figures_have_no_rows() {
     assert!(names.contains(CPU_USAGE) && names.contains(LAST_SEEN));
     // Unset CRI resources read as 0, cadvisor's "no limit".
     assert_eq!(value(&metrics, SPEC_MEMORY_LIMIT, ""), 0);
+}
+
+#[test]
+fn durations_round_to_the_nearest_second_and_instants_truncate() {
+    // kubelet serves a CRI metric's whole number as the Prometheus value: 0.71 s of
+    // CPU must read 1, not 0.
+    let mut s = sample();
+    s.timestamp = 1_700_000_000_999_999_999;
+    s.cpu_usage_nanos = 710_000_000;
+    s.detail.cpu_user_nanos = Some(1_499_999_999);
+    s.detail.cpu_system_nanos = Some(1_500_000_000);
+    s.detail.cfs = Some(CfsSample {
+        periods: 3,
+        throttled_periods: 1,
+        throttled_nanos: 499_999_999,
+    });
+    let input = PodMetricsInput {
+        sandbox_id: "p1",
+        cgroup: Some(&s),
+        containers: vec![ContainerMetricsInput {
+            id: "c1",
+            name: "app",
+            cgroup: Some(&s),
+            started_at: Some(1_699_999_990_999_999_999),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let out = pod_metrics(&input);
+    let metrics = all(&out);
+    for first_label in ["", "app"] {
+        assert_eq!(
+            value(&metrics, CPU_USAGE, first_label),
+            1,
+            "{first_label:?}"
+        );
+        assert_eq!(value(&metrics, CPU_USER, first_label), 1);
+        assert_eq!(value(&metrics, CPU_SYSTEM, first_label), 2);
+        assert_eq!(value(&metrics, CFS_THROTTLED_SECONDS, first_label), 0);
+        // Instants are whole Unix seconds, as cadvisor's `Time.Unix()`.
+        assert_eq!(value(&metrics, LAST_SEEN, first_label), 1_700_000_000);
+    }
+    assert_eq!(value(&metrics, START_TIME, "app"), 1_699_999_990);
 }
