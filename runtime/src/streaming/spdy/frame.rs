@@ -17,6 +17,10 @@ pub const VERSION: u16 = 3;
 pub const FLAG_FIN: u8 = 0x01;
 /// The largest frame payload (24-bit length).
 pub const MAX_PAYLOAD: usize = (1 << 24) - 1;
+/// The largest header block accepted, inflated. Kubernetes streaming sends a few
+/// short headers, while zlib inflates up to about a thousandfold: unbounded, one frame
+/// of a few KiB could take gigabytes (as GHSA-pc3f-x583-g7j2 did to moby/spdystream).
+pub const MAX_HEADER_BLOCK: usize = 1 << 20;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
@@ -358,7 +362,7 @@ impl Codec {
 
     fn inflate_block(&mut self, mut input: &[u8]) -> Result<Vec<u8>> {
         let inflate = self.inflate.get_or_insert_with(|| Decompress::new(true));
-        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+        let mut out = Vec::with_capacity((input.len() * 4 + 64).min(MAX_HEADER_BLOCK));
         loop {
             if out.capacity() - out.len() < 64 {
                 out.reserve(out.capacity().max(256));
@@ -366,6 +370,11 @@ impl Codec {
             let (in0, out0) = (inflate.total_in(), out.len());
             let res = inflate.decompress_vec(input, &mut out, FlushDecompress::Sync);
             input = &input[(inflate.total_in() - in0) as usize..];
+            if out.len() > MAX_HEADER_BLOCK {
+                return Err(protocol(format!(
+                    "header block inflates past {MAX_HEADER_BLOCK} bytes"
+                )));
+            }
             match res {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) => {

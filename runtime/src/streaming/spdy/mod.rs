@@ -3,7 +3,7 @@
 //! the framing ([`frame`]) and the connection ([`conn`]) are written here.
 
 pub mod conn;
-mod dict;
+pub mod dict;
 pub mod frame;
 
 pub use conn::{Conn, Stream, StreamWriter};

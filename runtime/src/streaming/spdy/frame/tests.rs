@@ -158,3 +158,28 @@ fn bad_frames_are_errors() {
     let mut buf = BytesMut::from(&hex("8003000200000008000000010badf00d")[..]);
     assert!(Codec::new().decode(&mut buf).is_err());
 }
+
+/// zlib inflates a thousandfold: a header block's inflated size is bounded, or a frame
+/// of a few KiB would take gigabytes.
+#[test]
+fn a_header_block_that_inflates_too_far_is_refused() {
+    let big = |n: usize| Frame::SynStream {
+        stream_id: 1,
+        associated: 0,
+        priority: 0,
+        flags: 0,
+        headers: vec![("x".into(), "a".repeat(n))],
+    };
+    let mut wire = BytesMut::new();
+    Codec::new().encode(&big(MAX_HEADER_BLOCK + 1), &mut wire);
+    assert!(wire.len() < 8 * 1024, "{} bytes on the wire", wire.len());
+    let err = Codec::new().decode(&mut wire).unwrap_err();
+    assert!(err.to_string().contains("header block"), "{err}");
+    // Just under the bound is fine.
+    let mut wire = BytesMut::new();
+    Codec::new().encode(&big(MAX_HEADER_BLOCK - 64), &mut wire);
+    assert_eq!(
+        decode_all(&mut Codec::new(), &wire),
+        [big(MAX_HEADER_BLOCK - 64)]
+    );
+}
