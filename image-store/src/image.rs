@@ -5,6 +5,7 @@ use oci_spec::image::{Config, ImageConfiguration};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::error::{Error, Result};
 
 /// A pulled image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +53,20 @@ impl Image {
         self.runtime_config()
             .and_then(|c| c.user().as_deref())
             .filter(|u| !u.is_empty())
+    }
+
+    /// The image as the metadata database stores it.
+    pub fn to_record(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an image record always serialises")
+    }
+
+    /// An image read back from the record stored under `key`; one that does not
+    /// decode is [`Error::CorruptRecord`].
+    pub fn from_record(key: &str, bytes: &[u8]) -> Result<Image> {
+        serde_json::from_slice(bytes).map_err(|source| Error::CorruptRecord {
+            key: key.to_owned(),
+            source,
+        })
     }
 
     /// Chain IDs of the layers, bottom first.

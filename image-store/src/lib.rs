@@ -18,6 +18,7 @@ pub mod digest;
 pub mod error;
 pub mod image;
 mod locks;
+pub mod manifest;
 mod meta;
 pub mod options;
 mod pull;

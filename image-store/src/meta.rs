@@ -35,14 +35,11 @@ pub(crate) struct Meta {
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Image> {
-    serde_json::from_slice(bytes).map_err(|source| Error::CorruptRecord {
-        key: key.to_owned(),
-        source,
-    })
+    Image::from_record(key, bytes)
 }
 
 fn encode(image: &Image) -> Vec<u8> {
-    serde_json::to_vec(image).expect("an image record always serialises")
+    image.to_record()
 }
 
 impl Meta {

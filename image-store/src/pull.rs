@@ -17,9 +17,10 @@ use oci_spec::image::ImageConfiguration;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info};
 
-use crate::digest::{Digest, Hasher, chain_ids};
+use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer};
+use crate::manifest;
 use crate::options::Auth;
 use crate::reference::ImageRef;
 use crate::registry::Session;
@@ -93,28 +94,12 @@ impl ImageStore {
     ) -> Result<Image> {
         let session = Session::new(&self.inner.opts, image, auth)?;
         let resolved = session.resolve(image).await?;
-        let manifest = &resolved.manifest;
-        let bad = |reason: String| Error::BadManifest {
-            reference: image.to_string(),
-            digest: resolved.top_digest.clone(),
-            reason,
-        };
-        let config_digest = Digest::parse(&manifest.config.digest)?;
-        let blobs = manifest
-            .layers
-            .iter()
-            .map(|l| {
-                Ok((
-                    Digest::parse(&l.digest)?,
-                    u64::try_from(l.size).unwrap_or(0),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let keys = blobs.iter().map(|(d, _)| d.to_string());
+        let blobs = manifest::blobs(&resolved.manifest)?;
+        let (config_digest, config_size) = blobs.config.clone();
+        let keys = blobs.layers.iter().map(|(d, _)| d.to_string());
         let _blobs_kept = (self.inner.protected)
             .protect(keys.chain([config_digest.to_string()]).collect())
             .await;
-        let config_size = u64::try_from(manifest.config.size).unwrap_or(0);
         self.fetch_blob(Blob {
             session: &session,
             source: resolved.source,
@@ -124,37 +109,14 @@ impl ImageStore {
         })
         .await?;
         let config = self.read_config(&config_digest).await?;
-        let diff_ids = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| Digest::parse(d))
-            .collect::<Result<Vec<_>>>()?;
-        if diff_ids.len() != blobs.len() {
-            return Err(bad(format!(
-                "{} layers but the config lists {} diff ids",
-                blobs.len(),
-                diff_ids.len()
-            )));
-        }
-        let chains = chain_ids(&diff_ids);
+        let reference = image.to_string();
+        let layers = manifest::layers(&reference, &resolved.top_digest, &blobs.layers, &config)?;
         let _snapshots_kept = (self.inner.protected)
-            .protect(chains.iter().map(|c| c.to_string()).collect())
+            .protect(layers.iter().map(|l| l.chain_id.to_string()).collect())
             .await;
         progress
             .layers_total
-            .store(blobs.len() as u64, Ordering::Relaxed);
-        let layers: Vec<Layer> = blobs
-            .into_iter()
-            .zip(diff_ids)
-            .zip(chains)
-            .map(|(((digest, size), diff_id), chain_id)| Layer {
-                digest,
-                size,
-                diff_id,
-                chain_id,
-            })
-            .collect();
+            .store(layers.len() as u64, Ordering::Relaxed);
         // Owned layers and futures built up front: a closure over `&Layer` makes the
         // pull future fail the higher-ranked `Send` check the gRPC server needs.
         let session = &session;
@@ -180,8 +142,7 @@ impl ImageStore {
             .buffer_unordered(self.inner.opts.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
-        let size =
-            resolved.manifest_bytes + config_size + layers.iter().map(|l| l.size).sum::<u64>();
+        let size = resolved.manifest_bytes.saturating_add(blobs.size());
         let record = Image {
             id: config_digest,
             repo_tags: image.tag().map(|_| image.to_string()).into_iter().collect(),
@@ -200,10 +161,7 @@ impl ImageStore {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(Error::io("read", &path))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::BadConfig {
-            digest: digest.clone(),
-            reason: e.to_string(),
-        })
+        manifest::parse_config(digest, &bytes)
     }
 
     /// Downloads a blob unless it is already stored; verifies digest and size while

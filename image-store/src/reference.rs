@@ -34,6 +34,13 @@ impl ImageRef {
             ));
         }
         let parsed = Reference::try_from(s).map_err(|e| invalid(e.to_string()))?;
+        // The grammar lets a first component with capitals through as a registry
+        // host; when it is not one (no dot, colon or `localhost`), it is part of the
+        // repository, which must be lower case, as in containerd's ParseDockerRef.
+        // Else the normal form would be a name that does not parse.
+        if parsed.repository().bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("repository name must be lowercase".into()));
+        }
         let digest = parsed
             .digest()
             .map(Digest::parse)
@@ -172,6 +179,10 @@ mod tests {
             "busybox@md5:ffffffffffffffffffffffffffffffff",
             "-leading/dash",
             "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            // Not a registry host (no dot, colon or localhost): a repository, which
+            // must be lower case.
+            "User/app",
+            "aaaaaaaaaaaBaa/afaaaaaaaaaaaaaaaaaa",
         ] {
             let err = ImageRef::parse(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("\"{bad}\"")), "{err}");

@@ -7,21 +7,22 @@ use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::{self, ImageIndexEntry, OciDescriptor, OciImageIndex, OciImageManifest};
+use oci_client::manifest::{self as oci_manifest, OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tracing::{debug, warn};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::manifest::{self, TopLevel};
 use crate::options::{Auth, Endpoint, StoreOptions, is_loopback};
 use crate::reference::ImageRef;
 
 const ACCEPT: &[&str] = &[
-    manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
-    manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    manifest::OCI_IMAGE_MEDIA_TYPE,
-    manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+    oci_manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+    oci_manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    oci_manifest::OCI_IMAGE_MEDIA_TYPE,
+    oci_manifest::IMAGE_MANIFEST_MEDIA_TYPE,
 ];
 
 /// One place to ask for the image: a mirror or the upstream registry.
@@ -168,35 +169,23 @@ impl Session {
                 size: body.len() as u64,
             });
         }
-        let bad = |digest: &Digest, reason: String| Error::BadManifest {
-            reference: self.reference.clone(),
-            digest: digest.clone(),
-            reason,
+        let index = match manifest::parse_top(&self.reference, &top_digest, &body)? {
+            TopLevel::Manifest(manifest) => {
+                return Ok(Resolved {
+                    source,
+                    manifest_bytes: body.len() as u64,
+                    top_digest,
+                    manifest: *manifest,
+                });
+            }
+            TopLevel::Index(index) => index,
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| bad(&top_digest, e.to_string()))?;
-        if value.get("schemaVersion").and_then(|v| v.as_i64()) != Some(2) {
-            return Err(bad(
-                &top_digest,
-                "only schema version 2 manifests are supported".into(),
-            ));
-        }
-        if value.get("manifests").is_none() {
-            let manifest =
-                serde_json::from_value(value).map_err(|e| bad(&top_digest, e.to_string()))?;
-            return Ok(Resolved {
-                source,
-                manifest_bytes: body.len() as u64,
-                top_digest,
-                manifest,
-            });
-        }
-        let index: OciImageIndex =
-            serde_json::from_value(value).map_err(|e| bad(&top_digest, e.to_string()))?;
-        let entry = choose_platform(&index.manifests).ok_or_else(|| Error::NoMatchingPlatform {
-            reference: self.reference.clone(),
-            digest: top_digest.clone(),
-            platform: format!("linux/{}", oci_arch()),
+        let entry = manifest::choose_platform(&index.manifests).ok_or_else(|| {
+            Error::NoMatchingPlatform {
+                reference: self.reference.clone(),
+                digest: top_digest.clone(),
+                platform: format!("linux/{}", manifest::oci_arch()),
+            }
         })?;
         let digest = Digest::parse(&entry.digest)?;
         let inner = fetch(src.oci.clone_with_digest(digest.to_string())).await?;
@@ -208,7 +197,7 @@ impl Session {
                 size: inner.len() as u64,
             });
         }
-        let manifest = serde_json::from_slice(&inner).map_err(|e| bad(&digest, e.to_string()))?;
+        let manifest = manifest::parse_manifest(&self.reference, &digest, &inner)?;
         Ok(Resolved {
             source,
             manifest_bytes: (body.len() + inner.len()) as u64,
@@ -241,45 +230,6 @@ impl Session {
             }),
         }
     }
-}
-
-/// This node's architecture, as OCI names it.
-pub(crate) fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "x86" => "386",
-        "aarch64" => "arm64",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "loongarch64" => "loong64",
-        other => other,
-    }
-}
-
-/// The first `linux/<arch>` entry of an index; for arm, the v7 variant (or none) first.
-fn choose_platform(entries: &[ImageIndexEntry]) -> Option<&ImageIndexEntry> {
-    let arch = oci_arch();
-    let matching: Vec<&ImageIndexEntry> = entries
-        .iter()
-        .filter(|e| {
-            e.platform
-                .as_ref()
-                .is_some_and(|p| p.os.to_string() == "linux" && p.architecture.to_string() == arch)
-        })
-        .collect();
-    let preferred = match arch {
-        "arm" => Some("v7"),
-        "arm64" => Some("v8"),
-        _ => None,
-    };
-    matching
-        .iter()
-        .find(|e| {
-            let variant = e.platform.as_ref().and_then(|p| p.variant.as_deref());
-            variant.is_none() || variant == preferred
-        })
-        .or(matching.first())
-        .copied()
 }
 
 /// Maps CRI credentials to the client's, as containerd's `ParseAuth` does.
@@ -418,20 +368,5 @@ mod tests {
         let s = Session::new(&opts, &image("docker.io/library/busybox"), None).unwrap();
         assert_eq!(s.sources.len(), 1);
         assert_eq!(s.sources[0].label, "index.docker.io");
-    }
-
-    #[test]
-    fn platform_choice() {
-        let entries: Vec<ImageIndexEntry> = serde_json::from_str(&format!(
-            r#"[
-              {{"mediaType":"m","digest":"sha256:1","size":1,"platform":{{"os":"windows","architecture":"{a}"}}}},
-              {{"mediaType":"m","digest":"sha256:2","size":1,"platform":{{"os":"linux","architecture":"s390x"}}}},
-              {{"mediaType":"m","digest":"sha256:3","size":1,"platform":{{"os":"linux","architecture":"{a}"}}}}
-            ]"#,
-            a = oci_arch()
-        ))
-        .unwrap();
-        assert_eq!(choose_platform(&entries).unwrap().digest, "sha256:3");
-        assert!(choose_platform(&entries[..2]).is_none());
     }
 }
