@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Tests of junit-report.py on junit reports made here: the closing line counts a
+listed known failure apart from the failures, so a green run reads `0 failed`."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def case(name, status, failure=None):
+    body = f'<failure message="{failure}">{failure}</failure>' if failure else ""
+    return f'<testcase name="[It] {name}" status="{status}">{body}</testcase>'
+
+
+class JunitReport(unittest.TestCase):
+    def run_report(self, cases, known):
+        with tempfile.TemporaryDirectory() as d:
+            junit = os.path.join(d, "junit.xml")
+            with open(junit, "w") as f:
+                f.write("<testsuites><testsuite>" + "".join(cases) + "</testsuite></testsuites>")
+            with open(os.path.join(d, "known-failures.txt"), "w") as f:
+                f.write("# comment\n" + "".join(f"{n} | {why}\n" for n, why in known))
+            with open(os.path.join(d, "skipped-specs.txt"), "w") as f:
+                f.write("^NRI  | no NRI socket given\n")
+            out = subprocess.run(
+                [sys.executable, os.path.join(HERE, "junit-report.py"), junit,
+                 os.path.join(d, "known-failures.txt")],
+                capture_output=True, text=True)
+            return out.returncode, out.stdout.splitlines()
+
+    def test_a_listed_failure_is_counted_apart(self):
+        code, lines = self.run_report(
+            [case("a passes", "passed"), case("b passes", "passed"),
+             case("pinned digest", "failed", "no such digest"),
+             case("NRI  spec", "skipped")],
+            [("pinned digest", "needs an upstream image")])
+        self.assertEqual(code, 0, lines)
+        self.assertEqual(lines, [
+            "critest: 1 known failure, each listed with its reason in known-failures.txt",
+            "critest: 2 passed, 0 failed, 1 skipped",
+        ])
+
+    def test_an_unlisted_failure_fails_the_run(self):
+        code, lines = self.run_report(
+            [case("a passes", "passed"), case("c breaks", "failed", "boom")], [])
+        self.assertEqual(code, 1, lines)
+        self.assertIn("critest: 1 passed, 1 failed, 0 skipped", lines)
+
+
+if __name__ == "__main__":
+    unittest.main()
