@@ -177,7 +177,8 @@ fn absolute(field: &str, path: &Path) -> Result<()> {
 pub enum CgroupDriver {
     /// Directories under the cgroup filesystem, managed by crust itself.
     Cgroupfs,
-    /// Transient units through systemd; only where systemd is PID 1.
+    /// Transient units through systemd's D-Bus API (each container a scope, in its
+    /// pod's slice); only where systemd is PID 1, on cgroup v2.
     Systemd,
 }
 
@@ -198,12 +199,24 @@ impl Default for CgroupConfig {
 }
 
 impl CgroupConfig {
-    /// The systemd driver needs systemd running as the init system.
+    /// The systemd driver needs systemd running as the init system, on the unified
+    /// cgroup v2 hierarchy: libcgroups' systemd manager (which crust-shim uses) drives
+    /// transient units on cgroup v2 only.
     pub fn validate(&self) -> Result<()> {
-        if self.driver == CgroupDriver::Systemd && !Path::new("/run/systemd/system").is_dir() {
+        if self.driver != CgroupDriver::Systemd {
+            return Ok(());
+        }
+        if !Path::new("/run/systemd/system").is_dir() {
             return Err(invalid(
                 "cgroup.driver",
                 "systemd is not running on this host; use \"cgroupfs\"",
+            ));
+        }
+        if !Path::new("/sys/fs/cgroup/cgroup.controllers").is_file() {
+            return Err(invalid(
+                "cgroup.driver",
+                "the systemd driver needs the unified cgroup v2 hierarchy, and this host \
+                 mounts cgroup v1; use \"cgroupfs\"",
             ));
         }
         Ok(())
@@ -418,7 +431,8 @@ listen = {listen:?}
 log_level = {log_level:?}
 
 [cgroup]
-# "cgroupfs" (crust manages cgroup directories itself), or "systemd" where systemd is PID 1.
+# "cgroupfs" (crust manages cgroup directories itself), or "systemd" where systemd is PID 1
+# on cgroup v2 (each container a transient scope crust-<id>.scope in its pod's slice).
 driver = "cgroupfs"
 
 [network]

@@ -19,8 +19,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::{self, Executor, ExecutorError, ExecutorValidationError};
 use nix::unistd::Pid;
 use oci_spec::runtime::{
-    LinuxSeccomp, LinuxSeccompArgBuilder, LinuxSeccompOperator, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Process, Spec,
+    LinuxResources, LinuxSeccomp, LinuxSeccompArgBuilder, LinuxSeccompOperator, PosixRlimit,
+    PosixRlimitBuilder, PosixRlimitType, Process, Spec,
 };
 
 use crate::io::ChildStdio;
@@ -120,6 +120,7 @@ pub fn prepare_spec(
             .unwrap_or_default(),
         process: spec.process().clone(),
         seccomp: linux.and_then(|l| l.seccomp().clone()),
+        resources: linux.and_then(|l| l.resources().clone()),
     })
 }
 
@@ -134,6 +135,9 @@ pub struct Prepared {
     /// The container's seccomp filter, as libcontainer reads it: exec processes get it
     /// too.
     pub seccomp: Option<LinuxSeccomp>,
+    /// The container's resources, which the systemd driver writes to its scope's
+    /// cgroup files (`crate::systemd::finish_scope`).
+    pub resources: Option<LinuxResources>,
 }
 
 /// The annotation that marks a spec whose `SCMP_CMP_MASKED_EQ` operands were put in

@@ -9,6 +9,8 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::sys::wait::WaitStatus;
 use serde::{Deserialize, Serialize};
@@ -65,25 +67,49 @@ pub fn read_exit_file(state_dir: &Path) -> io::Result<ExitInfo> {
 /// The `oom_kill` counter of one memory cgroup.
 #[derive(Debug, Clone)]
 pub struct OomCounter {
-    /// The file holding the counter; None when it can't be known (systemd paths).
-    file: Option<PathBuf>,
+    /// The file holding the counter.
+    file: PathBuf,
     baseline: u64,
+    /// The last value a watch saw, for a cgroup removed before it is read (systemd
+    /// removes a scope's as its last process exits).
+    seen: Option<Arc<AtomicU64>>,
 }
 
 impl OomCounter {
     /// The counter of the cgroupfs path `cgroups_path` (as in the OCI spec), read now
     /// as the baseline. `root` is the cgroup mount root, normally `/sys/fs/cgroup`.
-    pub fn new(root: &Path, cgroups_path: &Path, systemd: bool) -> Self {
-        let file = (!systemd).then(|| counter_file(root, cgroups_path));
-        let mut c = Self { file, baseline: 0 };
+    pub fn new(root: &Path, cgroups_path: &Path) -> Self {
+        Self::start(counter_file(root, cgroups_path), None)
+    }
+
+    /// The counter of the cgroup v2 directory `dir`, followed by a watch as it
+    /// changes (see [`crate::systemd::watch_oom_kills`]).
+    pub fn watched(dir: &Path) -> Self {
+        let seen = crate::systemd::watch_oom_kills(dir);
+        Self::start(dir.join("memory.events"), Some(seen))
+    }
+
+    fn start(file: PathBuf, seen: Option<Arc<AtomicU64>>) -> Self {
+        let mut c = Self {
+            file,
+            baseline: 0,
+            seen,
+        };
         c.baseline = c.read().unwrap_or(0);
         c
     }
 
-    /// The counter's current value, if the cgroup exists.
+    /// The counter's current value, or the last one seen once the cgroup is gone.
     pub fn read(&self) -> Option<u64> {
-        let text = fs::read_to_string(self.file.as_ref()?).ok()?;
-        parse_oom_kill(&text)
+        let now = fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| parse_oom_kill(&t));
+        let seen = self.seen.as_ref().map(|s| s.load(Ordering::Relaxed));
+        match (now, seen) {
+            (Some(n), s) => Some(n.max(s.unwrap_or(0))),
+            (None, Some(s)) => Some(s),
+            (None, None) => None,
+        }
     }
 
     /// Whether an OOM kill happened since the baseline.
@@ -103,7 +129,7 @@ fn counter_file(root: &Path, cgroups_path: &Path) -> PathBuf {
 }
 
 /// The `oom_kill N` line of memory.oom_control (v1) or memory.events (v2).
-fn parse_oom_kill(text: &str) -> Option<u64> {
+pub fn parse_oom_kill(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|n| n.trim().parse().ok())
@@ -143,7 +169,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let file = dir.join("memory.oom_control");
         fs::write(&file, "oom_kill 1\n").unwrap();
-        let c = OomCounter::new(root.path(), Path::new("/crust/c1"), false);
+        let c = OomCounter::new(root.path(), Path::new("/crust/c1"));
         assert!(!c.oom_killed());
         fs::write(&file, "oom_kill 2\n").unwrap();
         assert!(c.oom_killed());

@@ -24,6 +24,7 @@ mod nspin;
 mod pause;
 mod reaper;
 mod server;
+mod systemd;
 mod task;
 mod userns;
 

@@ -25,6 +25,7 @@ use crate::exit::{self, ExitInfo, OomCounter};
 use crate::io::{self, Chunk, ConsoleSocket, FdReader, FdWriter};
 use crate::log::{LogFile, Stream};
 use crate::reaper::Reaper;
+use crate::systemd;
 
 /// Chunks of output an attach may fall behind by before it misses some.
 const ATTACH_BACKLOG: usize = 256;
@@ -237,8 +238,6 @@ impl Task {
         let host = HostLimits::current();
         let prepared = container::prepare_spec(&cfg.bundle, id, cfg.cgroups_path.as_deref(), &host)
             .map_err(container_err(id, "prepare spec"))?;
-        let cgroups = prepared.cgroups;
-        let oom = OomCounter::new(Path::new("/sys/fs/cgroup"), &cgroups, cfg.systemd);
         let (stdio, shim_side) = init_stdio(cfg).map_err(io_err(id, "set up stdio"))?;
         let opts = CreateOptions {
             id,
@@ -247,7 +246,20 @@ impl Task {
             stdio,
             systemd: cfg.systemd,
         };
-        let (container, pid) = container::create(opts).map_err(container_err(id, "create"))?;
+        let (mut container, pid) = container::create(opts).map_err(container_err(id, "create"))?;
+        let oom = if cfg.systemd {
+            match systemd::finish_scope(pid, prepared.resources.as_ref()) {
+                Ok(dir) => OomCounter::watched(&dir),
+                Err(err) => {
+                    if let Err(e) = container::delete(&mut container) {
+                        tracing::error!(id, %e, "delete after failed scope setup");
+                    }
+                    return Err(io_err(id, "set up the container's systemd scope")(err));
+                }
+            }
+        } else {
+            OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups)
+        };
         // No await since create: the reaper can't have reaped the init yet.
         let init_exit = reaper.register(pid);
         let mut task = Task {

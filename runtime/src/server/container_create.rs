@@ -13,12 +13,13 @@ use crust_proto::cri::{
 };
 
 use super::Context;
+use super::cgroups;
 use super::container_rootfs;
 use super::containers;
 use super::error::{Error, Result, blocking};
 use super::instrument::Steps;
 use super::names::{self, Reservation};
-use super::sandboxes::{self, Modes};
+use super::sandboxes::Modes;
 use crate::config::CgroupDriver;
 use crate::pod::files::PodFiles;
 use crate::pod::userns::PodUserns;
@@ -138,11 +139,6 @@ fn check_fields(config: &ContainerConfig, sandbox: &Sandbox) -> spec::validate::
     })
 }
 
-/// The container's cgroup under its pod's cgroup.
-fn cgroups_path(pod: &str, id: &ContainerId) -> String {
-    format!("{}/crust-{id}", pod.trim_end_matches('/'))
-}
-
 async fn make(
     ctx: &Arc<Context>,
     sandbox: &Arc<Sandbox>,
@@ -152,12 +148,6 @@ async fn make(
     image: &Image,
     steps: &mut Steps,
 ) -> Result<()> {
-    if ctx.config.cgroup.driver == CgroupDriver::Systemd {
-        return Err(Error::Unsupported {
-            what: format!("container {id}"),
-            reason: "the systemd cgroup driver is not built into crust-shim yet".into(),
-        });
-    }
     let shim = ctx
         .shim_path
         .clone()
@@ -167,7 +157,8 @@ async fn make(
         })?;
     let sm = sandbox.metadata();
     let dir = ctx.paths.container_dir(id);
-    let cgroups = cgroups_path(&sandboxes::pod_cgroup(sm), id);
+    let driver = ctx.config.cgroup.driver;
+    let cgroups = cgroups::container_cgroups_path(&cgroups::pod_cgroup(driver, sm), id.as_str());
     let log_path = log_path(&sm.config.log_directory, &config.log_path);
     let target_pid = target_pid(ctx, &config)?;
     let image_name = image
@@ -245,7 +236,7 @@ async fn make(
         stdin: config.stdin,
         tty: config.tty,
         cgroups_path: &cgroups,
-        systemd_cgroup: false,
+        systemd_cgroup: driver == CgroupDriver::Systemd,
     })
     .await?;
     steps.done("shim launch");
@@ -481,19 +472,6 @@ impl BundleJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroups_under_the_pod_parent() {
-        let id = ContainerId::parse(&"a".repeat(64)).unwrap();
-        assert_eq!(
-            cgroups_path("/kubepods/burstable/pod1/", &id),
-            format!("/kubepods/burstable/pod1/crust-{id}")
-        );
-        assert_eq!(
-            cgroups_path("/crust/pod-1", &id),
-            format!("/crust/pod-1/crust-{id}")
-        );
-    }
 
     #[test]
     fn log_path_needs_both_parts() {

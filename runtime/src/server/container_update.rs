@@ -1,7 +1,6 @@
 //! UpdateContainerResources: new cgroup limits for a created or running container,
 //! applied through libcgroups to its cgroup and recorded for ContainerStatus.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crust_proto::cri::{UpdateContainerResourcesRequest, UpdateContainerResourcesResponse};
@@ -34,7 +33,7 @@ pub async fn update_container_resources(
         return Ok(UpdateContainerResourcesResponse {});
     };
     let resources = spec::linux_resources(id.as_str(), &linux, &ctx.host)?;
-    let cgroup = PathBuf::from(&c.metadata().cgroups_path);
+    let cgroup = cgroups::Cgroup::parse(&c.metadata().cgroups_path);
     cgroups::apply(what, cgroup, resources).await?;
     let store_ctx = Arc::clone(ctx);
     blocking("record container resources", move || {

@@ -4,7 +4,7 @@
 //! A container's record moves through the store's state machine (store/container.rs);
 //! the shim is the source of truth for the process, and its exit file outlives it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -332,8 +332,9 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
     let cid = id.clone();
     let cgroup = record
         .as_ref()
-        .map(|c| PathBuf::from(&c.metadata().cgroups_path))
-        .filter(|p| !p.as_os_str().is_empty());
+        .map(|c| c.metadata().cgroups_path.clone())
+        .filter(|p| !p.is_empty())
+        .map(|p| super::cgroups::Cgroup::parse(&p));
     let hierarchies = ctx.host.cgroup_hierarchies();
     let (store_ctx, has_record) = (Arc::clone(ctx), record.is_some());
     blocking("remove container files and record", move || {

@@ -11,8 +11,8 @@ use crust_proto::cri::{
 };
 
 use super::Context;
+use super::cgroups::{self, Cgroup};
 use super::error::{Result, blocking};
-use super::sandboxes;
 use crate::stats::{self, CgroupSample, FsCapacity, NetworkSample, PodStatsInput};
 use crate::store::{Container, ContainerState, Sandbox};
 
@@ -40,11 +40,12 @@ pub struct PodSample {
     pub containers: Vec<ContainerSample>,
 }
 
-fn sample_cgroup(path: &str) -> Option<CgroupSample> {
-    match stats::sample(Path::new(path)) {
+fn sample_cgroup(cgroup: &Cgroup) -> Option<CgroupSample> {
+    let path = cgroup.fs_path()?;
+    match stats::sample(&path) {
         Ok(s) => s,
         Err(err) => {
-            tracing::debug!(cgroup = path, %err, "sample cgroup");
+            tracing::debug!(cgroup = %path.display(), %err, "sample cgroup");
             None
         }
     }
@@ -65,7 +66,7 @@ fn sample_container(
 ) -> ContainerSample {
     let running = c.status().state == ContainerState::Running;
     let cgroup = running
-        .then(|| sample_cgroup(&c.metadata().cgroups_path))
+        .then(|| sample_cgroup(&Cgroup::parse(&c.metadata().cgroups_path)))
         .flatten();
     let layer = stats::writable_layer(&layers.join("upper"), images_fs).ok();
     ContainerSample {
@@ -99,6 +100,7 @@ pub async fn containers(
 /// Samples the pods with their containers, in one blocking task.
 pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<PodSample>> {
     let ctx = Arc::clone(ctx);
+    let driver = ctx.config.cgroup.driver;
     blocking("sample pods", move || {
         let fs = ctx.paths.layer_root();
         let capacity = layers_filesystem(&fs);
@@ -108,7 +110,7 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
                 let m = s.metadata();
                 let ready = s.status().state == crate::store::SandboxState::Ready;
                 let cgroup = ready
-                    .then(|| sample_cgroup(&sandboxes::pod_cgroup(m)))
+                    .then(|| sample_cgroup(&cgroups::pod_cgroup(driver, m)))
                     .flatten();
                 let network = m
                     .netns_path

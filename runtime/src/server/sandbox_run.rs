@@ -12,10 +12,12 @@ use crust_proto::cri::{
 };
 
 use super::Context;
+use super::cgroups;
 use super::error::{Error, Result, blocking};
 use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
+use crate::config::CgroupDriver;
 use crate::network::netns;
 use crate::pod;
 use crate::spec;
@@ -50,6 +52,13 @@ pub async fn run_pod_sandbox(
     spec::validate::hostname(&config.hostname)
         .and_then(|()| spec::validate::log_directory(&config.log_directory))
         .map_err(|e| invalid(format!("pod {:?}: {e}", meta.name)))?;
+    let parent = config
+        .linux
+        .as_ref()
+        .map_or("", |l| l.cgroup_parent.as_str());
+    if ctx.config.cgroup.driver == CgroupDriver::Systemd && !parent.is_empty() {
+        cgroups::parent_slice(parent).map_err(|e| invalid(format!("pod {:?}: {e}", meta.name)))?;
+    }
     pod::userns::of_pod(&config).map_err(|e| {
         invalid(format!(
             "pod {:?}: namespace_options.userns_options: {e}",

@@ -3,7 +3,6 @@
 //! applies the new limits only to a pod cgroup it made (a pod without a
 //! `cgroup_parent`). containerd passes the call on to NRI plugins only.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crust_proto::cri::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse};
@@ -11,7 +10,6 @@ use crust_proto::cri::{UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourc
 use super::Context;
 use super::cgroups;
 use super::error::{Error, Result};
-use super::sandboxes;
 use crate::spec;
 use crate::store::SandboxState;
 
@@ -36,7 +34,7 @@ pub async fn update_pod_sandbox_resources(
         return Ok(UpdatePodSandboxResourcesResponse {});
     }
     let resources = spec::linux_resources(m.id.as_str(), &linux, &ctx.host)?;
-    let cgroup = PathBuf::from(sandboxes::pod_cgroup(m));
+    let cgroup = cgroups::pod_cgroup(ctx.config.cgroup.driver, m);
     cgroups::apply(what, cgroup, resources).await?;
     Ok(UpdatePodSandboxResourcesResponse {})
 }

@@ -12,6 +12,7 @@ use super::cgroups;
 use super::containers;
 use super::error::{Error, Result, blocking};
 use super::instrument::Steps;
+use crate::config::CgroupDriver;
 use crate::network::cni::{self, Attachment, Cni, PodIdentity, PortMapping, RuntimeConfig};
 use crate::network::netns;
 use crate::pod;
@@ -45,28 +46,12 @@ impl Modes {
     }
 }
 
-/// The pod's cgroup: the `cgroup_parent` kubelet made for it, else one crust makes
-/// under `/crust` (and removes with the pod). Its containers' cgroups go below it, so
-/// it accounts for the whole pod.
-pub fn pod_cgroup(m: &SandboxMetadata) -> String {
-    let parent = m.cgroup_parent.trim_end_matches('/');
-    if parent.is_empty() {
-        format!("/{DEFAULT_PARENT}/pod-{}", m.id)
-    } else {
-        parent.to_owned()
-    }
-}
-
-/// The cgroup, in every hierarchy, that holds the pod cgroups crust makes for pods
-/// without a parent.
-const DEFAULT_PARENT: &str = "crust";
-
 /// Removes crust's own parent cgroup from every hierarchy where it is empty: once the
 /// last pod is gone, nothing of crust's stays in the host's cgroups. A pod made since
 /// keeps it (rmdir refuses a cgroup with children), and the next one makes it again.
 pub fn release_default_parent(hierarchies: &[PathBuf]) {
     for h in hierarchies {
-        let dir = h.join(DEFAULT_PARENT);
+        let dir = h.join(cgroups::DEFAULT_PARENT);
         match std::fs::remove_dir(&dir) {
             Ok(()) => {}
             Err(e)
@@ -79,14 +64,22 @@ pub fn release_default_parent(hierarchies: &[PathBuf]) {
 
 /// Removes the pod cgroup crust made (none when kubelet gave a parent: kubelet owns
 /// that), with any container cgroup left in it by a shim that died before deleting
-/// its container.
+/// its container. Both drivers' forms are looked for, so a pod made before a restart
+/// under the other driver goes too.
 fn remove_pod_cgroup(m: &SandboxMetadata, hierarchies: &[PathBuf]) -> Result<()> {
     if !m.cgroup_parent.trim_end_matches('/').is_empty() {
         return Ok(());
     }
     let what = format!("sandbox {}", m.id);
-    let path = PathBuf::from(pod_cgroup(m));
-    let relative = path.strip_prefix("/").unwrap_or(&path);
+    // Stopping a slice stops the scopes in it.
+    cgroups::remove(
+        &what,
+        &cgroups::pod_cgroup(CgroupDriver::Systemd, m),
+        hierarchies,
+    )?;
+    let pod = cgroups::pod_cgroup(CgroupDriver::Cgroupfs, m);
+    let path = pod.fs_path().unwrap_or_default();
+    let relative = cgroups::relative(&path);
     let mut children: Vec<String> = hierarchies
         .iter()
         .filter_map(|h| std::fs::read_dir(h.join(relative)).ok())
@@ -97,9 +90,9 @@ fn remove_pod_cgroup(m: &SandboxMetadata, hierarchies: &[PathBuf]) -> Result<()>
     children.sort();
     children.dedup();
     for child in children {
-        cgroups::remove(&what, &path.join(child), hierarchies)?;
+        cgroups::remove(&what, &cgroups::Cgroup::Fs(path.join(child)), hierarchies)?;
     }
-    cgroups::remove(&what, &path, hierarchies)
+    cgroups::remove(&what, &pod, hierarchies)
 }
 
 /// The CNI runner over the configured network.
