@@ -38,6 +38,16 @@ impl Node {
         subnet: &str,
         plugin: Option<(&str, &str)>,
     ) -> Node {
+        Node::start_configured(bridge, subnet, plugin, "").await
+    }
+
+    /// The same, with `config` (TOML tables, such as `[cgroup]`) added to crustd's.
+    pub async fn start_configured(
+        bridge: &'static str,
+        subnet: &str,
+        plugin: Option<(&str, &str)>,
+        config: &str,
+    ) -> Node {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the lifecycle tests need root"
@@ -81,7 +91,7 @@ impl Node {
         }
         std::fs::write(conf_dir.join("10-lc.conflist"), conflist.to_string()).unwrap();
         let extra = format!(
-            "[network]\nconf_dir = {:?}\nbin_dirs = [{:?}, \"/usr/lib/cni\"]\n{}",
+            "[network]\nconf_dir = {:?}\nbin_dirs = [{:?}, \"/usr/lib/cni\"]\n{}\n{config}",
             conf_dir,
             bin_dir,
             mirror_config()
