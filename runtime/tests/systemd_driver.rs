@@ -6,7 +6,7 @@
 //!
 //! These need systemd as PID 1 on the unified hierarchy, which this project's
 //! development host does not have: the test guest runs them (scripts/vm/test), and
-//! scripts/test leaves them out (`--skip systemd_`) on a host without it.
+//! scripts/test leaves them out (`--skip systemd_driver_`) on a host without it.
 
 mod common;
 
@@ -64,7 +64,7 @@ fn resources() -> LinuxContainerResources {
 
 #[tokio::test]
 #[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
-async fn systemd_containers_are_scopes_in_a_slice_crust_makes_for_the_pod() {
+async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod() {
     assert_systemd_v2();
     let mut node = Node::start_configured("crustsd0", "10.86.0.0/24", None, DRIVER).await;
     let mut rt = node.rt().await;
@@ -182,7 +182,7 @@ async fn systemd_containers_are_scopes_in_a_slice_crust_makes_for_the_pod() {
 
 #[tokio::test]
 #[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
-async fn systemd_kubelet_slices_hold_the_scopes_and_oom_kills_are_reported() {
+async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reported() {
     assert_systemd_v2();
     let node = Node::start_configured("crustsd1", "10.86.1.0/24", None, DRIVER).await;
     let mut rt = node.rt().await;
