@@ -409,6 +409,10 @@ fn valid_host(field: &str, host: &str) -> Result<()> {
     }
 }
 
+/// The config file crustd reads when not given one, as containerd reads
+/// /etc/containerd/config.toml.
+pub const DEFAULT_FILE: &str = "/etc/crust/config.toml";
+
 /// The default configuration as TOML, with a comment per field.
 pub fn default_toml() -> String {
     let d = Config::default();

@@ -184,6 +184,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tokio::spawn(streaming.serve(Arc::clone(&ctx) as Arc<dyn crate::streaming::Runtime>));
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
+    // Under systemd (Type=notify, as crustd.service): started once the socket serves.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "tell systemd crustd is ready");
+    }
 
     let service = CriService::new(Arc::clone(&ctx));
     let runtime = RuntimeServiceServer::new(service.clone())

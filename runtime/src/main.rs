@@ -1,7 +1,7 @@
 //! crustd's command line: flags over the config file over the defaults, then serve
 //! until SIGTERM or SIGINT.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,7 +14,8 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(Debug, Parser)]
 #[command(name = "crustd", version, about)]
 struct Cli {
-    /// TOML config file; without one, the embedded defaults.
+    /// TOML config file [default: /etc/crust/config.toml where it exists, else the
+    /// embedded defaults].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Persistent data directory [default: /var/lib/crust].
@@ -82,8 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::default_toml());
         return Ok(());
     }
+    let default_file = Path::new(config::DEFAULT_FILE);
     let mut config = match &cli.config {
         Some(path) => Config::load(path)?,
+        None if default_file.exists() => Config::load(default_file)?,
         None => Config::default(),
     };
     if let Some(root) = cli.root {

@@ -20,6 +20,12 @@ use tower::service_fn;
 /// The crustd binary cargo built for these tests.
 pub const CRUSTD: &str = env!("CARGO_BIN_EXE_crustd");
 
+/// The crustd under test: CRUST_TEST_CRUSTD where the tests run away from their
+/// build (the test guest gets the binaries copied in), else cargo's.
+pub fn crustd_binary() -> PathBuf {
+    std::env::var_os("CRUST_TEST_CRUSTD").map_or_else(|| PathBuf::from(CRUSTD), PathBuf::from)
+}
+
 /// The largest CRI message kubelet receives (cri-client's `maxMsgSize`); the clients
 /// here take no more, so an answer too large for kubelet fails a test.
 pub const KUBELET_MAX_MESSAGE: usize = 16 * 1024 * 1024;
@@ -96,7 +102,7 @@ fn spawn_crustd(config: &Path, log: &Path) -> Child {
         .append(true)
         .open(log)
         .expect("log file");
-    Command::new(CRUSTD)
+    Command::new(crustd_binary())
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -270,7 +276,7 @@ pub fn mirror_config() -> String {
 
 /// Runs crustd with `args` to completion (for commands and start-up failures).
 pub fn run_crustd(args: &[&str]) -> Output {
-    Command::new(CRUSTD)
+    Command::new(crustd_binary())
         .args(args)
         .stdin(Stdio::null())
         .output()
