@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reads critest's junit report and compares it with known-failures.txt.
+"""Reads critest's (or the node e2e suite's) junit report and compares it with
+known-failures.txt.
 
 Prints `critest: N passed, N failed, N skipped`, where failed counts only the failures
 known-failures.txt does not list: those it lists are counted apart, on a line of their
@@ -13,6 +14,8 @@ lines and lines starting with # are ignored. skipped-specs.txt, beside it: one
 `<regular expression> | <why>` per line; every spec critest skips must match one, or
 the run fails: nothing is skipped silently. With --focused (a run with
 --ginkgo.focus), the specs outside the focus are skipped by design and not checked.
+With --focus-only, they are not counted either (ginkgo marks them skipped with no
+reason), and the specs in the focus are counted and checked as in a full run.
 """
 
 import os
@@ -32,6 +35,11 @@ def failure_text(testcase):
         if node is not None:
             return ((node.get("message") or "") + "\n" + (node.text or "")).strip()
     return ""
+
+
+def skip_message(testcase):
+    node = testcase.find("skipped")
+    return (node.get("message") or "") if node is not None else ""
 
 
 def reason_of(text):
@@ -74,11 +82,17 @@ def load_known(path):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    # --suite=NAME: the suite named in the printed lines (the node e2e suite uses it).
+    suite = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suite=")),
+                 "critest")
     suggest = "--suggest" in sys.argv
     # A focused run skips every spec outside its focus: only its failures count.
     focused = "--focused" in sys.argv
+    # --focus-only: the specs outside the focus (skipped with no reason) are not counted
+    # at all; those in it that the suite skips are, and must be accounted for.
+    focus_only = "--focus-only" in sys.argv
     if len(args) != 2:
-        sys.exit("usage: junit-report.py [--suggest] [--focused] JUNIT_XML KNOWN_FAILURES")
+        sys.exit("usage: junit-report.py [--suggest] [--focused | --focus-only] [--suite=NAME] JUNIT_XML KNOWN_FAILURES")
     junit, known_path = args
     known = load_known(known_path)
     skips = load_skips(os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
@@ -100,19 +114,21 @@ def main():
                 counts["passed"] += 1
             if name in known:
                 now_passing.append(name)
+        elif focus_only and skip_message(tc) == "skipped":
+            ran.discard(name)
         elif not is_suite_node:
             counts["skipped"] += 1
             if not any(p.search(name) for p, _ in skips):
                 unaccounted.append(name)
     if counts["known"]:
         n = counts["known"]
-        print(f"critest: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
-    print(f"critest: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+        print(f"{suite}: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
+    print(f"{suite}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
     for name in now_passing:
-        print(f"critest: listed in known-failures.txt but passed now, remove it: {name}")
+        print(f"{suite}: listed in known-failures.txt but passed now, remove it: {name}")
     for name in sorted(set(known) - ran):
-        if not focused:
-            print(f"critest: listed in known-failures.txt but did not run: {name}")
+        if not focused and not focus_only:
+            print(f"{suite}: listed in known-failures.txt but did not run: {name}")
     if focused:
         unaccounted = []
     if suggest:
@@ -120,11 +136,11 @@ def main():
             print(f"{name} | {reason_of(text)}")
         return 0
     if unaccounted:
-        print(f"critest: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
+        print(f"{suite}: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
         for name in unaccounted:
             print(f"--- {name}", file=sys.stderr)
     if unexpected:
-        print(f"critest: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
+        print(f"{suite}: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
         for name, text in unexpected:
             print(f"--- {name}\n{text[:2000]}\n", file=sys.stderr)
         return 1

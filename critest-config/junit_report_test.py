@@ -11,13 +11,15 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def case(name, status, failure=None):
+def case(name, status, failure=None, skipped=None):
     body = f'<failure message="{failure}">{failure}</failure>' if failure else ""
+    if skipped:
+        body += f'<skipped message="{skipped}"></skipped>'
     return f'<testcase name="[It] {name}" status="{status}">{body}</testcase>'
 
 
 class JunitReport(unittest.TestCase):
-    def run_report(self, cases, known):
+    def run_report(self, cases, known, flags=()):
         with tempfile.TemporaryDirectory() as d:
             junit = os.path.join(d, "junit.xml")
             with open(junit, "w") as f:
@@ -27,7 +29,7 @@ class JunitReport(unittest.TestCase):
             with open(os.path.join(d, "skipped-specs.txt"), "w") as f:
                 f.write("^NRI  | no NRI socket given\n")
             out = subprocess.run(
-                [sys.executable, os.path.join(HERE, "junit-report.py"), junit,
+                [sys.executable, os.path.join(HERE, "junit-report.py"), *flags, junit,
                  os.path.join(d, "known-failures.txt")],
                 capture_output=True, text=True)
             return out.returncode, out.stdout.splitlines()
@@ -49,6 +51,21 @@ class JunitReport(unittest.TestCase):
             [case("a passes", "passed"), case("c breaks", "failed", "boom")], [])
         self.assertEqual(code, 1, lines)
         self.assertIn("critest: 1 passed, 1 failed, 0 skipped", lines)
+
+    def test_focus_only_counts_the_specs_in_the_focus(self):
+        code, lines = self.run_report(
+            [case("a passes", "passed"), case("outside", "skipped", skipped="skipped"),
+             case("NRI  spec", "skipped", skipped="skipped - no NRI socket")],
+            [("elsewhere", "out of focus")], ["--focus-only", "--suite=node-e2e"])
+        self.assertEqual(code, 0, lines)
+        self.assertEqual(lines, ["node-e2e: 1 passed, 0 failed, 1 skipped"])
+
+    def test_focus_only_checks_the_skips_in_the_focus(self):
+        code, lines = self.run_report(
+            [case("a passes", "passed"), case("unexplained", "skipped", skipped="skipped - why")],
+            [], ["--focus-only"])
+        self.assertEqual(code, 1, lines)
+        self.assertIn("critest: 1 passed, 0 failed, 1 skipped", lines)
 
 
 if __name__ == "__main__":
