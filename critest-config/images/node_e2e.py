@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Builds the container images the [NodeConformance] specs of the Kubernetes node e2e
+suite use (test/utils/image/manifest.go of k8s.io/kubernetes), from the same Debian
+packages as build.py and from agnhost built from source (install-kubernetes.sh), and
+pushes them to a local registry under their upstream repository paths.
+
+    node_e2e.py build --cache DIR --agnhost-root DIR
+                                    build (or reuse) the images in DIR/node-e2e-images;
+                                    --agnhost-root holds agnhost and porter's key pair
+    node_e2e.py push  --cache DIR --registry HOST:PORT
+    node_e2e.py list  --cache DIR   print "upstream-name path:tag type digest" lines
+
+The .deb files must already be in DIR/debs (registry.sh downloads them). The images
+live in a store of their own, so that build.py's garbage collection and these never
+remove each other's blobs. Standard library only. Quiet on success.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import build as b
+
+E2E = "registry.k8s.io/e2e-test-images/"
+
+# Upstream agnhost: alpine plus the agnhost binary at /agnhost, /agnhost-2 linking to
+# it (entrypoint-tester specs), porter's certificate and key, /uploads (netexec), and
+# a user and group for the SupplementalGroups specs.
+AGNHOST_TAGS = ("2.66.1", "2.55")
+AGNHOST_PORTS = ("80", "8080", "8081", "9376", "5000")
+
+
+def build_agnhost(src, root):
+    for name, mode in (("agnhost", 0o755), ("localhost.crt", 0o644), ("localhost.key", 0o644)):
+        with open(os.path.join(src, name), "rb") as f:
+            b.write_file(root, name, f.read(), mode)
+    os.symlink("agnhost", os.path.join(root, "agnhost-2"))
+    b.make_dirs(root, [("uploads", 0o755), ("home/user-defined-in-image", 0o755)])
+    os.chown(os.path.join(root, "home/user-defined-in-image"), 1000, 1000)
+    passwd = b.read_here("base/passwd") + \
+        b"user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n"
+    group = b.read_here("base/group") + \
+        b"user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"
+    b.write_file(root, "etc/passwd", passwd)
+    b.write_file(root, "etc/group", group)
+
+
+def build_images(store, debdir, agnhost_root, scratch):
+    pkgs = b.Packages(debdir, scratch)
+
+    def tree(name):
+        path = os.path.join(scratch, "tree", name)
+        os.makedirs(path)
+        return path
+
+    base = tree("base")
+    b.build_base(pkgs, base)
+    b.check_libraries([base], scratch)
+    nginx = tree("nginx")
+    b.build_nginx(pkgs, nginx)
+    b.check_libraries([base, nginx], scratch)
+    nnp = tree("nonewprivs")
+    b.build_nonewprivs(nnp, scratch)
+    agnhost = tree("agnhost")
+    build_agnhost(agnhost_root, agnhost)
+    pause = tree("pause")
+    b.build_pause(pkgs, pause)
+    b.run(["chroot", pause, "/pause", "--version"])
+
+    L_base = b.make_layer(store, base)
+    L_nginx = b.make_layer(store, nginx)
+    L_nnp = b.make_layer(store, nnp)
+    L_agnhost = b.make_layer(store, agnhost)
+    L_pause = b.make_layer(store, pause)
+    H_base = "busybox (Debian busybox, libc6, pgrep from procps, ipcs from util-linux)"
+    sh = {"Env": [b.PATH_ENV], "Cmd": ["sh"]}
+
+    def image(name, extra_layers=(), config=None, history=()):
+        cfg = dict(config or sh)
+        cfg["Labels"] = {"org.opencontainers.image.ref.name": name}
+        return b.make_image(store, [L_base] + list(extra_layers), cfg,
+                            history=[H_base] + list(history))
+
+    refs = []
+
+    def add(name, desc):
+        refs.append((name, desc))
+
+    for name in ("busybox:1.37.0-2", "ipc-utils:1.4"):
+        add(E2E + name, image(name))
+    add(E2E + "nonroot:1.5", image("nonroot:1.5", [], dict(sh, User="1234"),
+                                   [b.EMPTY + "USER 1234"]))
+    add(E2E + "nonewprivs:1.4",
+        image("nonewprivs:1.4", [L_nnp], {"Env": [b.PATH_ENV], "Cmd": ["nnp"]},
+              ["/usr/local/bin/nnp (set-uid root)"]))
+    nginx_cfg = {"Env": [b.PATH_ENV], "Cmd": ["nginx", "-g", "daemon off;"],
+                 "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGQUIT"}
+    add(E2E + "nginx:1.27.0-2",
+        image("nginx:1.27.0-2", [L_nginx], nginx_cfg,
+              ["nginx (Debian nginx, nginx-common, libraries)"]))
+    agnhost_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/agnhost"], "Cmd": ["pause"],
+                   "ExposedPorts": {p + "/tcp": {} for p in AGNHOST_PORTS}}
+    for tag in AGNHOST_TAGS:
+        add(E2E + "agnhost:" + tag,
+            image("agnhost:" + tag, [L_agnhost], agnhost_cfg,
+                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost)"]))
+    pause_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
+                 "WorkingDir": "/", "Labels": {"org.opencontainers.image.ref.name": "pause:3.10.2"}}
+    add("registry.k8s.io/pause:3.10.2",
+        b.make_image(store, [L_pause], pause_cfg, history=["/pause (Debian catatonit)"]))
+
+    out = []
+    for name, desc in refs:
+        repo, tag = b.registry_path(name).rsplit(":", 1)
+        out.append({"name": name, "repo": repo, "tag": tag, "mediaType": desc["mediaType"],
+                    "digest": desc["digest"], "size": desc["size"]})
+    return out
+
+
+def store_dir(cache):
+    return os.path.join(cache, "node-e2e-images")
+
+
+def refs_path(cache):
+    return os.path.join(store_dir(cache), "refs.json")
+
+
+def load_refs(cache):
+    try:
+        with open(refs_path(cache)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def stamp(debdir, agnhost_root):
+    h = hashlib.sha256(b.inputs_stamp(debdir).encode())
+    with open(os.path.abspath(__file__), "rb") as f:
+        h.update(f.read())
+    for name in sorted(os.listdir(agnhost_root)):
+        with open(os.path.join(agnhost_root, name), "rb") as f:
+            h.update(name.encode() + b"\0" + hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def cmd_build(args):
+    debdir = os.path.join(args.cache, "debs")
+    want = stamp(debdir, args.agnhost_root)
+    store = b.Store(store_dir(args.cache))
+    cur = load_refs(args.cache)
+    if cur and cur.get("stamp") == want and \
+            all(os.path.exists(store.blob_path(r["digest"])) for r in cur["refs"]):
+        return
+    scratch = tempfile.mkdtemp(dir=args.cache, prefix="build-node-e2e-")
+    try:
+        refs = build_images(store, debdir, args.agnhost_root, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    tmp = refs_path(args.cache) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"stamp": want, "refs": refs}, f, indent=1)
+    os.rename(tmp, refs_path(args.cache))
+    b.collect_garbage(store, refs)
+
+
+def cmd_push(args):
+    cur = load_refs(args.cache)
+    if not cur:
+        raise b.BuildError("no built images in %s; run build first" % store_dir(args.cache))
+    pusher = b.Pusher(args.registry, b.Store(store_dir(args.cache)))
+    for ref in cur["refs"]:
+        pusher.push(ref)
+
+
+def cmd_list(args):
+    cur = load_refs(args.cache)
+    if not cur:
+        raise b.BuildError("no built images in %s" % store_dir(args.cache))
+    for ref in cur["refs"]:
+        print("%s %s:%s %s %s" % (ref["name"], ref["repo"], ref["tag"], ref["mediaType"],
+                                  ref["digest"]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["build", "push", "list"])
+    p.add_argument("--cache", default=os.environ.get("CRUST_CACHE", "/var/cache/crust"))
+    p.add_argument("--registry", default="127.0.0.1:5111")
+    p.add_argument("--agnhost-root")
+    args = p.parse_args()
+    if args.command == "build" and not args.agnhost_root:
+        p.error("build needs --agnhost-root")
+    os.umask(0o022)
+    try:
+        {"build": cmd_build, "push": cmd_push, "list": cmd_list}[args.command](args)
+    except b.BuildError as e:
+        print("node_e2e.py %s: %s" % (args.command, e), file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
