@@ -3,7 +3,8 @@
 # k8s.io/kubernetes/test/e2e_node) and agnhost, the suite's test program, of Kubernetes
 # $KUBERNETES_VERSION, built from source fetched through the Go module proxy, into
 # $CRUST_CACHE/kubernetes-$KUBERNETES_VERSION/ and prints that directory. agnhost-root/
-# there holds the files of the agnhost image (the binary, porter's certificate and key).
+# there holds the files of the agnhost image (the binary, porter's certificate and key);
+# ginkgo, the suite's runner at the version Kubernetes pins, runs specs in parallel.
 #
 # k8s.io/kubernetes is not meant to be required as a module: its go.mod points each
 # staging module (k8s.io/api, k8s.io/client-go, ...) at ./staging/src with version
@@ -17,7 +18,8 @@ set -euo pipefail
 
 version="${KUBERNETES_VERSION:-v1.37.2}"
 dest="$CRUST_CACHE/kubernetes-$version"
-if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/agnhost-root/agnhost" ]; then
+if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/ginkgo" ] &&
+  [ -x "$dest/agnhost-root/agnhost" ]; then
   echo "$dest"
   exit 0
 fi
@@ -30,7 +32,8 @@ export GOFLAGS=-mod=mod CGO_ENABLED=0
 mkdir -p "$dest" "$GOPATH"
 exec 8>"$dest.lock"
 flock -w 7200 8 || die "another install holds $dest.lock"
-if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/agnhost-root/agnhost" ]; then
+if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/ginkgo" ] &&
+  [ -x "$dest/agnhost-root/agnhost" ]; then
   echo "$dest"
   exit 0
 fi
@@ -81,6 +84,11 @@ if [ ! -x "$dest/e2e_node.test" ]; then
   timed build-e2e-node sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
   go test -c "${buildflags[@]}" -o "$work/e2e_node.test" k8s.io/kubernetes/test/e2e_node
   install -m 0755 "$work/e2e_node.test" "$dest/"
+fi
+if [ ! -x "$dest/ginkgo" ]; then
+  timed build-ginkgo sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
+    go build -trimpath -o "$work/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
+  install -m 0755 "$work/ginkgo" "$dest/"
 fi
 timed build-agnhost sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
   go build "${buildflags[@]}" -o "$work/agnhost" k8s.io/kubernetes/test/images/agnhost

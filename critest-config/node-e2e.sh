@@ -8,12 +8,15 @@
 # that node-e2e/known-failures.txt does not list, or is skipped for a reason that
 # node-e2e/skipped-specs.txt does not give.
 #
-# Usage: node-e2e.sh [--crustd PATH] [--keep] [--focus REGEX] [--skip REGEX] [-- E2E_ARGS...]
+# Usage: node-e2e.sh [--crustd PATH] [--keep] [--focus REGEX] [--skip REGEX] [--procs N]
+#                    [-- E2E_ARGS...]
 #   --crustd PATH  the crustd binary (default: target/debug/crustd)
 #   --keep         keep the temporary dir (logs, junit.xml) even on success
 #   --focus REGEX  the specs to run (default: NodeConformance)
 #   --skip REGEX   specs to leave out of the focus
-#   E2E_ARGS       passed on to e2e_node.test, e.g. --ginkgo.timeout=4h
+#   --procs N      ginkgo processes running specs side by side (default 1; the specs
+#                  marked [Serial] run alone at the end either way)
+#   E2E_ARGS       passed on to e2e_node.test after ginkgo's `--`
 #
 # The run happens in a mount namespace of its own: there kubelet's root dir
 # (/var/lib/kubelet, fixed in the suite) and its log dirs (/var/log/pods,
@@ -32,6 +35,7 @@ crustd="$CRUST_TOP/target/debug/crustd"
 keep=0
 focus=NodeConformance
 skip=""
+procs=1
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --focus) focus="$2"; shift 2 ;;
     --skip) skip="$2"; shift 2 ;;
+    --procs) procs="$2"; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
@@ -134,6 +139,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+ginkgo_args=(
+  --procs "$procs"
+  --focus "$focus"
+  --no-color
+  --timeout 6h
+  --output-dir "$tmp"
+  --junit-report junit.xml
+)
+[ -n "$skip" ] && ginkgo_args+=(--skip "$skip")
 e2e_args=(
   --container-runtime-endpoint "unix://$sock"
   --image-service-endpoint "unix://$sock"
@@ -142,11 +156,7 @@ e2e_args=(
   --kubelet-flags "--system-cgroups= --runtime-cgroups=$runtime_cgroup"
   --feature-gates PodAndContainerStatsFromCRI=true
   --report-dir "$tmp/report"
-  --ginkgo.focus "$focus"
-  --ginkgo.no-color
-  --ginkgo.junit-report "$tmp/junit.xml"
 )
-[ -n "$skip" ] && e2e_args+=(--ginkgo.skip "$skip")
 e2e_args+=("${extra[@]}")
 
 # In the mount namespace: private dirs, crustd in its cgroup, the suite.
@@ -173,7 +183,7 @@ inner() {
   fi
   mkdir -p "$tmp/work"
   local rc=0
-  (cd "$tmp/work" && "$k8s/e2e_node.test" "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
+  (cd "$tmp/work" && "$k8s/ginkgo" "${ginkgo_args[@]}" "$k8s/e2e_node.test" -- "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "node-e2e: crustd died during the run; its log:" >&2
     tail -n 80 "$tmp/crustd.log" >&2
@@ -189,7 +199,7 @@ inner() {
 export -f inner wait_for_crustd
 export tmp sock crustd tools k8s
 rc=0
-unshare --mount --propagation private -- bash -c "$(declare -p private_dirs cgroup_dirs e2e_args); inner" \
+unshare --mount --propagation private -- bash -c "$(declare -p private_dirs cgroup_dirs ginkgo_args e2e_args); inner" \
   || rc=$?
 [ -s "$tmp/junit.xml" ] || { tail -n 80 "$tmp/e2e.log" >&2; die "e2e_node.test wrote no junit report (exit $rc)"; }
 if ! python3 "$here/junit-report.py" --suite=node-e2e --focus-only "$tmp/junit.xml" \
