@@ -98,18 +98,20 @@ fn interface(i: &InterfaceSample) -> NetworkInterfaceUsage {
 
 /// `eth0` (or else the first interface) as the default, and every interface, the
 /// default among them, in `interfaces`: what kubelet's summary lists when cadvisor
-/// fills it, and what containerd sends.
-fn network(sample: &NetworkSample) -> NetworkUsage {
+/// fills it, and what containerd sends. A namespace with no interface (a stopped pod's,
+/// whose CNI DEL took them away) has no network usage at all, as in containerd: kubelet
+/// reads the default interface of any usage it gets, and dereferences a missing one.
+fn network(sample: &NetworkSample) -> Option<NetworkUsage> {
     let default = sample
         .interfaces
         .iter()
         .find(|i| i.name == DEFAULT_INTERFACE)
-        .or(sample.interfaces.first());
-    NetworkUsage {
+        .or(sample.interfaces.first())?;
+    Some(NetworkUsage {
         timestamp: sample.timestamp,
-        default_interface: default.map(interface),
+        default_interface: Some(interface(default)),
         interfaces: sample.interfaces.iter().map(interface).collect(),
-    }
+    })
 }
 
 /// One pod's stats: the pod cgroup's CPU, memory and task count, its network and its
@@ -121,7 +123,7 @@ pub fn pod_stats(input: PodStatsInput<'_>) -> PodSandboxStats {
         linux: Some(LinuxPodSandboxStats {
             cpu: cgroup.map(|s| cpu(s, input.nano_cores)),
             memory: cgroup.map(memory),
-            network: input.network.map(network),
+            network: input.network.and_then(network),
             process: cgroup.and_then(|s| {
                 s.pids.map(|n| ProcessUsage {
                     timestamp: s.timestamp,

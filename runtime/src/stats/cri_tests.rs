@@ -151,8 +151,11 @@ fn first_interface_is_default_without_eth0() {
         network: Some(&empty),
         ..Default::default()
     });
-    let network = pod.linux.unwrap().network.unwrap();
-    assert!(network.default_interface.is_none() && network.interfaces.is_empty());
+    assert_eq!(
+        pod.linux.unwrap().network,
+        None,
+        "no interface, no network usage"
+    );
 }
 
 #[test]
