@@ -54,10 +54,11 @@ crustd="$(cd "$(dirname "$crustd")" && pwd)/$(basename "$crustd")"
 apt_install containernetworking-plugins iptables python3
 k8s="$("$here/install-kubernetes.sh")"
 tools="$("$here/install-cri-tools.sh")"
+busybox="$("$here/build-busybox.sh")"
 "$here/registry.sh"
 port="${CRUST_REGISTRY_PORT:-5111}"
 step node-e2e-images python3 "$here/images/node_e2e.py" build --cache "$CRUST_CACHE" \
-  --agnhost-root "$k8s/agnhost-root"
+  --agnhost-root "$k8s/agnhost-root" --busybox "$busybox"
 step node-e2e-images-push python3 "$here/images/node_e2e.py" push --cache "$CRUST_CACHE" \
   --registry "127.0.0.1:$port"
 
@@ -181,9 +182,12 @@ inner() {
     tail -n 50 "$tmp/crustd.log" >&2
     return 1
   fi
+  # ginkgo runs a suite in the suite binary's dir, and the suite writes its kubeconfig
+  # and kubelet config there and looks for kubelet beside itself.
   mkdir -p "$tmp/work"
+  ln -s "$k8s/e2e_node.test" "$k8s/kubelet" "$tmp/work/"
   local rc=0
-  (cd "$tmp/work" && "$k8s/ginkgo" "${ginkgo_args[@]}" "$k8s/e2e_node.test" -- "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
+  (cd "$tmp/work" && "$k8s/ginkgo" "${ginkgo_args[@]}" ./e2e_node.test -- "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "node-e2e: crustd died during the run; its log:" >&2
     tail -n 80 "$tmp/crustd.log" >&2

@@ -58,6 +58,12 @@ DEBS = [
     "nginx", "nginx-common", "libcrypt1", "libpcre2-8-0", "libssl3", "zlib1g",
     # pause
     "catatonit",
+    # curl and its libraries (the node e2e suite's agnhost image, node_e2e.py)
+    "curl", "libcurl4", "libbrotli1", "libcom-err2", "libffi8", "libgmp10", "libgnutls30",
+    "libgssapi-krb5-2", "libhogweed6", "libidn2-0", "libk5crypto3", "libkeyutils1",
+    "libkrb5-3", "libkrb5support0", "libldap-2.5-0", "libnettle8", "libnghttp2-14",
+    "libp11-kit0", "libpsl5", "librtmp1", "libsasl2-2", "libssh2-1", "libtasn1-6",
+    "libunistring2",
 ]
 
 # The pull benchmark's image: busybox, then one layer per group of big Debian

@@ -4,9 +4,11 @@ suite use (test/utils/image/manifest.go of k8s.io/kubernetes), from the same Deb
 packages as build.py and from agnhost built from source (install-kubernetes.sh), and
 pushes them to a local registry under their upstream repository paths.
 
-    node_e2e.py build --cache DIR --agnhost-root DIR
+    node_e2e.py build --cache DIR --agnhost-root DIR --busybox PATH
                                     build (or reuse) the images in DIR/node-e2e-images;
-                                    --agnhost-root holds agnhost and porter's key pair
+                                    --agnhost-root holds agnhost and porter's key pair,
+                                    --busybox is busybox with every applet
+                                    (build-busybox.sh)
     node_e2e.py push  --cache DIR --registry HOST:PORT
     node_e2e.py list  --cache DIR   print "upstream-name path:tag type digest" lines
 
@@ -32,6 +34,40 @@ E2E = "registry.k8s.io/e2e-test-images/"
 # a user and group for the SupplementalGroups specs.
 AGNHOST_TAGS = ("2.66.1", "2.55")
 AGNHOST_PORTS = ("80", "8080", "8081", "9376", "5000")
+CURL_LIBS = ("libcurl4", "libbrotli1", "libcom-err2", "libffi8", "libgmp10", "libgnutls30",
+             "libgssapi-krb5-2", "libhogweed6", "libidn2-0", "libk5crypto3", "libkeyutils1",
+             "libkrb5-3", "libkrb5support0", "libldap-2.5-0", "libnettle8", "libnghttp2-14",
+             "libp11-kit0", "libpsl5", "librtmp1", "libsasl2-2", "libssh2-1", "libtasn1-6",
+             "libunistring2", "libzstd1", "zlib1g")
+
+
+def use_busybox(root, binary):
+    """Replaces build.py's busybox (Debian's binary package) with binary, and links
+    every applet it has that no other file provides, at its usual place and in /bin,
+    where the upstream busybox image has all of them (specs run /bin/top)."""
+    old = os.path.join(root, "bin/busybox")
+    ino = os.lstat(old).st_ino
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.lstat(path).st_ino == ino:
+                os.unlink(path)
+    shutil.copyfile(binary, old)
+    os.chmod(old, 0o755)
+    applets = b.run([old, "--list-full"]).split()
+    for applet in applets + ["bin/" + os.path.basename(a) for a in applets]:
+        path = os.path.join(root, applet)
+        if not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.link(old, path)
+
+
+def build_curl(pkgs, root):
+    b.install(pkgs, root, "curl", ["usr/bin/curl"])
+    for lib in CURL_LIBS:
+        b.install_libs(pkgs, root, lib)
+    b.install(pkgs, root, "libssl3", ["usr/lib/x86_64-linux-gnu/libssl.so.3",
+                                      "usr/lib/x86_64-linux-gnu/libcrypto.so.3"])
 
 
 def build_agnhost(src, root):
@@ -49,7 +85,7 @@ def build_agnhost(src, root):
     b.write_file(root, "etc/group", group)
 
 
-def build_images(store, debdir, agnhost_root, scratch):
+def build_images(store, debdir, agnhost_root, busybox, scratch):
     pkgs = b.Packages(debdir, scratch)
 
     def tree(name):
@@ -59,6 +95,7 @@ def build_images(store, debdir, agnhost_root, scratch):
 
     base = tree("base")
     b.build_base(pkgs, base)
+    use_busybox(base, busybox)
     b.check_libraries([base], scratch)
     nginx = tree("nginx")
     b.build_nginx(pkgs, nginx)
@@ -67,6 +104,8 @@ def build_images(store, debdir, agnhost_root, scratch):
     b.build_nonewprivs(nnp, scratch)
     agnhost = tree("agnhost")
     build_agnhost(agnhost_root, agnhost)
+    build_curl(pkgs, agnhost)
+    b.check_libraries([base, agnhost], scratch)
     pause = tree("pause")
     b.build_pause(pkgs, pause)
     b.run(["chroot", pause, "/pause", "--version"])
@@ -76,7 +115,7 @@ def build_images(store, debdir, agnhost_root, scratch):
     L_nnp = b.make_layer(store, nnp)
     L_agnhost = b.make_layer(store, agnhost)
     L_pause = b.make_layer(store, pause)
-    H_base = "busybox (Debian busybox, libc6, pgrep from procps, ipcs from util-linux)"
+    H_base = "busybox (Debian's source, every applet; libc6, pgrep from procps, ipcs from util-linux)"
     sh = {"Env": [b.PATH_ENV], "Cmd": ["sh"]}
 
     def image(name, extra_layers=(), config=None, history=()):
@@ -107,7 +146,7 @@ def build_images(store, debdir, agnhost_root, scratch):
     for tag in AGNHOST_TAGS:
         add(E2E + "agnhost:" + tag,
             image("agnhost:" + tag, [L_agnhost], agnhost_cfg,
-                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost)"]))
+                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost), curl"]))
     pause_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
                  "WorkingDir": "/", "Labels": {"org.opencontainers.image.ref.name": "pause:3.10.2"}}
     add("registry.k8s.io/pause:3.10.2",
@@ -137,8 +176,10 @@ def load_refs(cache):
         return None
 
 
-def stamp(debdir, agnhost_root):
+def stamp(debdir, agnhost_root, busybox):
     h = hashlib.sha256(b.inputs_stamp(debdir).encode())
+    with open(busybox, "rb") as f:
+        h.update(hashlib.sha256(f.read()).digest())
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
     for name in sorted(os.listdir(agnhost_root)):
@@ -149,7 +190,7 @@ def stamp(debdir, agnhost_root):
 
 def cmd_build(args):
     debdir = os.path.join(args.cache, "debs")
-    want = stamp(debdir, args.agnhost_root)
+    want = stamp(debdir, args.agnhost_root, args.busybox)
     store = b.Store(store_dir(args.cache))
     cur = load_refs(args.cache)
     if cur and cur.get("stamp") == want and \
@@ -157,7 +198,7 @@ def cmd_build(args):
         return
     scratch = tempfile.mkdtemp(dir=args.cache, prefix="build-node-e2e-")
     try:
-        refs = build_images(store, debdir, args.agnhost_root, scratch)
+        refs = build_images(store, debdir, args.agnhost_root, args.busybox, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tmp = refs_path(args.cache) + ".tmp"
@@ -192,9 +233,10 @@ def main():
     p.add_argument("--cache", default=os.environ.get("CRUST_CACHE", "/var/cache/crust"))
     p.add_argument("--registry", default="127.0.0.1:5111")
     p.add_argument("--agnhost-root")
+    p.add_argument("--busybox")
     args = p.parse_args()
-    if args.command == "build" and not args.agnhost_root:
-        p.error("build needs --agnhost-root")
+    if args.command == "build" and not (args.agnhost_root and args.busybox):
+        p.error("build needs --agnhost-root and --busybox")
     os.umask(0o022)
     try:
         {"build": cmd_build, "push": cmd_push, "list": cmd_list}[args.command](args)
