@@ -104,12 +104,13 @@ done
 # named ones. kubelet makes kubepods and kubelet in each: none may exist already.
 cgroup_mounts=()
 cgroup_dirs=()
-while read -r mnt opts; do
+while read -r type mnt opts; do
   cgroup_mounts+=("$mnt")
   [ -e "$mnt/kubepods" ] && die "$mnt/kubepods exists: is another kubelet running?"
+  [ "$type" = cgroup ] || continue
   case ",$opts," in *,cpuset,* | *,name=*) continue ;; esac
   cgroup_dirs+=("$mnt$runtime_cgroup")
-done < <(awk '$3 == "cgroup" { print $2, $4 }' /proc/self/mounts)
+done < <(awk '$3 == "cgroup" || $3 == "cgroup2" { print $3, $2, $4 }' /proc/self/mounts)
 
 shm_before="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
 cleanup() {
@@ -121,6 +122,13 @@ cleanup() {
   awk -v p="$tmp/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null || true; done
   ip link del crustne0 2>/dev/null || true
+  # Container processes whose shim was killed above: every process in kubepods is
+  # this run's (none may exist before it).
+  for d in "${cgroup_mounts[@]}"; do
+    [ -d "$d/kubepods" ] || continue
+    find "$d/kubepods" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
+  done
+  sleep 1
   for d in "${cgroup_mounts[@]}"; do
     for sub in "$d$runtime_cgroup" "$d/kubepods" "$d/kubelet"; do
       [ -d "$sub" ] && find "$sub" -depth -type d -exec rmdir {} + 2>/dev/null || true
