@@ -3,7 +3,9 @@
 //! codes, a tty with its size from the start (crictl runs under `script`, which gives
 //! it a pty), an attach whose stdin_once close ends the container, and port forwarding
 //! to a listener of the test's own; WebSocket port forwarding in kubelet's own
-//! protocol (fixed ports on channels) to busybox httpd, with a test client. Then a
+//! protocol (fixed ports on channels) to busybox httpd, with a test client; exec over
+//! WebSocket in the unversioned `channel.k8s.io` protocol, as the node e2e suite's
+//! Conformance spec does it. Then a
 //! leak check: crustd's and the shim's fds and threads, and the shim's children,
 //! before and after many exec sessions (`CRUST_LEAK_SESSIONS`, default 1000). Runs as
 //! root; host-network pods, so no CNI.
@@ -483,6 +485,90 @@ async fn forward_session(
         };
         channels[usize::from(ch)].extend_from_slice(&data);
     }
+}
+
+/// Execs `cmd` in `container` over WebSocket offering `protocol` (none when empty), the
+/// way the node e2e suite's Conformance spec does; returns the bytes of each channel
+/// until the server closes, and the close code.
+async fn ws_exec(
+    node: &Node,
+    container: &str,
+    cmd: &[&str],
+    protocol: &str,
+) -> ([Vec<u8>; 5], Option<u16>) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = node
+        .crustd
+        .runtime()
+        .await
+        .exec(ExecRequest {
+            container_id: container.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        })
+        .await
+        .expect("exec")
+        .into_inner()
+        .url;
+    let url = url.replacen("http://", "ws://", 1);
+    let mut request = url.as_str().into_client_request().unwrap();
+    if !protocol.is_empty() {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            protocol.parse().expect("a header value"),
+        );
+    }
+    let host = request.uri().authority().unwrap().as_str().to_owned();
+    let tcp = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (mut ws, answer) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .unwrap_or_else(|e| panic!("upgrade: {e}\n{}", node.crustd.log()));
+    let chosen = answer.headers().get("Sec-WebSocket-Protocol");
+    assert_eq!(
+        chosen.map(|v| v.to_str().unwrap()),
+        Some(protocol).filter(|p| !p.is_empty())
+    );
+    let mut channels: [Vec<u8>; 5] = Default::default();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("the server ends the session")
+            .expect("the server closes before the connection ends")
+            .unwrap();
+        match msg {
+            Message::Close(frame) => return (channels, frame.map(|f| u16::from(f.code))),
+            Message::Binary(b) => channels[usize::from(b[0])].extend_from_slice(&b[1..]),
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root, the CNI plugins, crictl and the local registry; scripts/test runs it"]
+async fn websocket_exec_in_the_unversioned_channel_protocol() {
+    let node = Node::start().await;
+    let ctr = node.container("sleeper", &["sleep", "600"], false).await;
+    for protocol in ["channel.k8s.io", ""] {
+        // Success: output only, nothing on the error channel (no JSON status before v4).
+        let (ch, close) = ws_exec(&node, &ctr, &["echo", "remote execution test"], protocol).await;
+        assert_eq!(text(&ch[1]), "remote execution test\n", "{protocol:?}");
+        assert!(ch[2].is_empty() && ch[3].is_empty(), "{protocol:?}: {ch:?}");
+        assert_eq!(close, Some(1000));
+        // Failure: its text on the error channel.
+        let (ch, _) = ws_exec(&node, &ctr, &["sh", "-c", "exit 3"], protocol).await;
+        assert_eq!(
+            text(&ch[3]),
+            "command terminated with non-zero exit code: exit status 3",
+            "{protocol:?}"
+        );
+    }
+    // v4 keeps its JSON status, on success too.
+    let (ch, _) = ws_exec(&node, &ctr, &["true"], "v4.channel.k8s.io").await;
+    assert!(text(&ch[3]).contains("\"Success\""), "{}", text(&ch[3]));
 }
 
 #[tokio::test(flavor = "multi_thread")]

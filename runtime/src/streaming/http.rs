@@ -129,9 +129,9 @@ fn route(
         let client = offered(headers, header::SEC_WEBSOCKET_PROTOCOL.as_str());
         let proto = match (negotiate(&client, server), &parked) {
             (Some(p), _) => p,
-            // kubelet serves port forwarding to a client that names no subprotocol as
-            // v4.channel.k8s.io.
-            (None, Request::PortForward(_)) if client.is_empty() => "",
+            // kubelet serves a client that names no subprotocol: port forwarding as
+            // v4.channel.k8s.io, a remote command as channel.k8s.io.
+            (None, _) if client.is_empty() => "",
             (None, _) => return unsupported(&client, server),
         };
         let session = match parked {
@@ -246,6 +246,12 @@ mod tests {
             Some("v5.channel.k8s.io")
         );
         assert_eq!(negotiate(&client, &portforward::SPDY_PROTOCOLS), None);
+        // The node e2e suite's Conformance exec over WebSocket offers only this one.
+        let v1 = ["channel.k8s.io".to_string()];
+        assert_eq!(
+            negotiate(&v1, &websocket::CHANNEL_PROTOCOLS),
+            Some("channel.k8s.io")
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! WebSocket and streams over it:
 //!
 //! - `/exec/<token>`, `/attach/<token>`: the remote-command protocols — SPDY with
-//!   `v4.channel.k8s.io` (and v1-v3), WebSocket with `v5.channel.k8s.io` and
-//!   `v4.channel.k8s.io` ([`remotecommand`]).
+//!   `v4.channel.k8s.io` (and v1-v3), WebSocket with `v5.channel.k8s.io`,
+//!   `v4.channel.k8s.io` and `channel.k8s.io` ([`remotecommand`]).
 //! - `/portforward/<token>`: SPDY with `portforward.k8s.io`, and the same SPDY tunnelled
 //!   in a WebSocket (`SPDY/3.1+portforward.k8s.io`) ([`portforward`]); or WebSocket in
 //!   kubelet's own protocol, fixed ports on channels (`v4.channel.k8s.io`,

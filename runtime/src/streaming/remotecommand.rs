@@ -274,6 +274,7 @@ pub async fn serve_ws<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let v5 = proto == "v5.channel.k8s.io";
+    let json_status = v5 || proto == "v4.channel.k8s.io";
     let want = Want::of(&req);
     let (mut sink, mut source) = ws.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTPUT_BACKLOG);
@@ -357,8 +358,15 @@ pub async fn serve_ws<S>(
         }
     };
     finish_pumps(pumps).await;
-    let status = websocket::frame(websocket::ERROR, &status_json(&res));
-    let _ = out_tx.send(Message::Binary(status.into())).await;
+    let status = if json_status {
+        status_json(&res)
+    } else {
+        status_text(&res)
+    };
+    if !status.is_empty() {
+        let status = websocket::frame(websocket::ERROR, &status);
+        let _ = out_tx.send(Message::Binary(status.into())).await;
+    }
     let _ = out_tx
         .send(Message::Close(Some(websocket::normal_close())))
         .await;

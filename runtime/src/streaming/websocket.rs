@@ -1,6 +1,8 @@
-//! The WebSocket transport. Remote command (`v5.channel.k8s.io`, `v4.channel.k8s.io`)
-//! multiplexes streams in binary messages whose first byte is the channel: 0 stdin,
-//! 1 stdout, 2 stderr, 3 error (the status), 4 resize; in v5 the client sends
+//! The WebSocket transport. Remote command (`v5.channel.k8s.io`, `v4.channel.k8s.io`,
+//! and the unversioned `channel.k8s.io`, also taken when the client names no
+//! subprotocol, as kubelet does) multiplexes streams in binary messages whose first
+//! byte is the channel: 0 stdin, 1 stdout, 2 stderr, 3 error (the status: JSON from v4
+//! on, before it only the failure's text), 4 resize; in v5 the client sends
 //! `[255, channel]` to close a channel. Port forwarding
 //! (`SPDY/3.1+portforward.k8s.io`) tunnels a whole SPDY connection in binary messages:
 //! [`tunnel`] turns the WebSocket back into a byte stream for the SPDY code.
@@ -11,7 +13,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Remote-command subprotocols, preferred first.
-pub const CHANNEL_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+pub const CHANNEL_PROTOCOLS: [&str; 3] =
+    ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"];
 /// The port-forward subprotocol: SPDY tunnelled in WebSocket.
 pub const PORTFORWARD_PROTOCOLS: [&str; 1] = ["SPDY/3.1+portforward.k8s.io"];
 
