@@ -64,6 +64,8 @@ DEBS = [
     "libkrb5-3", "libkrb5support0", "libldap-2.5-0", "libnettle8", "libnghttp2-14",
     "libp11-kit0", "libpsl5", "librtmp1", "libsasl2-2", "libssh2-1", "libtasn1-6",
     "libunistring2",
+    # glibc's hostname (the node e2e suite's glibc-dns-testing image)
+    "hostname",
 ]
 
 # The pull benchmark's image: busybox, then one layer per group of big Debian

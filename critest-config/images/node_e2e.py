@@ -106,6 +106,9 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     build_agnhost(agnhost_root, agnhost)
     build_curl(pkgs, agnhost)
     b.check_libraries([base, agnhost], scratch)
+    glibc_hostname = tree("glibc-hostname")
+    b.install(pkgs, glibc_hostname, "hostname", ["bin/hostname"])
+    b.check_libraries([base, glibc_hostname], scratch)
     pause = tree("pause")
     b.build_pause(pkgs, pause)
     b.run(["chroot", pause, "/pause", "--version"])
@@ -115,6 +118,7 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     L_nnp = b.make_layer(store, nnp)
     L_agnhost = b.make_layer(store, agnhost)
     L_pause = b.make_layer(store, pause)
+    L_glibc_hostname = b.make_layer(store, glibc_hostname)
     H_base = "busybox (Debian's source, every applet; libc6, pgrep from procps, ipcs from util-linux)"
     sh = {"Env": [b.PATH_ENV], "Cmd": ["sh"]}
 
@@ -143,6 +147,10 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
               ["nginx (Debian nginx, nginx-common, libraries)"]))
     agnhost_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/agnhost"], "Cmd": ["pause"],
                    "ExposedPorts": {p + "/tcp": {} for p in AGNHOST_PORTS}}
+    # Upstream: Debian with dnsutils; the specs that use it run glibc's `hostname -f`.
+    add(E2E + "glibc-dns-testing:2.1.1",
+        image("glibc-dns-testing:2.1.1", [L_glibc_hostname], sh,
+              ["/bin/hostname (Debian hostname, glibc's resolver)"]))
     for tag in AGNHOST_TAGS:
         add(E2E + "agnhost:" + tag,
             image("agnhost:" + tag, [L_agnhost], agnhost_cfg,
