@@ -66,6 +66,8 @@ DEBS = [
     "libunistring2",
     # glibc's hostname (the node e2e suite's glibc-dns-testing image)
     "hostname",
+    # bash (its agnhost image)
+    "bash", "libtinfo6",
 ]
 
 # The pull benchmark's image: busybox, then one layer per group of big Debian

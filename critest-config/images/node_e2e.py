@@ -31,7 +31,8 @@ E2E = "registry.k8s.io/e2e-test-images/"
 
 # Upstream agnhost: alpine plus the agnhost binary at /agnhost, /agnhost-2 linking to
 # it (entrypoint-tester specs), porter's certificate and key, /uploads (netexec), and
-# a user and group for the SupplementalGroups specs.
+# a user and group for the SupplementalGroups specs; of its packages, the specs here
+# run curl and bash.
 AGNHOST_TAGS = ("2.66.1", "2.55")
 AGNHOST_PORTS = ("80", "8080", "8081", "9376", "5000")
 CURL_LIBS = ("libcurl4", "libbrotli1", "libcom-err2", "libffi8", "libgmp10", "libgnutls30",
@@ -60,6 +61,11 @@ def use_busybox(root, binary):
         if not os.path.lexists(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.link(old, path)
+
+
+def build_bash(pkgs, root):
+    b.install(pkgs, root, "bash", ["bin/bash"])
+    b.install_libs(pkgs, root, "libtinfo6")
 
 
 def build_curl(pkgs, root):
@@ -105,6 +111,7 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     agnhost = tree("agnhost")
     build_agnhost(agnhost_root, agnhost)
     build_curl(pkgs, agnhost)
+    build_bash(pkgs, agnhost)
     b.check_libraries([base, agnhost], scratch)
     glibc_hostname = tree("glibc-hostname")
     b.install(pkgs, glibc_hostname, "hostname", ["bin/hostname"])
@@ -154,7 +161,7 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     for tag in AGNHOST_TAGS:
         add(E2E + "agnhost:" + tag,
             image("agnhost:" + tag, [L_agnhost], agnhost_cfg,
-                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost), curl"]))
+                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost), curl, bash"]))
     pause_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
                  "WorkingDir": "/", "Labels": {"org.opencontainers.image.ref.name": "pause:3.10.2"}}
     add("registry.k8s.io/pause:3.10.2",
