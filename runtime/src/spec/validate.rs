@@ -32,7 +32,9 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
 const HOSTNAME_MAX: usize = 64;
 
 /// A pod's hostname: empty (the host's) or an RFC 1123 host name of at most 64 bytes,
-/// as `sethostname` and resolvers take it.
+/// as `sethostname` and resolvers take it, absolute (with a final dot) or not: kubelet
+/// sends `<pod>.<subdomain>.<namespace>.svc.` for a pod with `setHostnameAsFQDN` on a
+/// node without a cluster domain, and the kernel takes it.
 pub fn hostname(name: &str) -> Result {
     if name.is_empty() {
         return Ok(());
@@ -41,7 +43,7 @@ pub fn hostname(name: &str) -> Result {
     if name.len() > HOSTNAME_MAX {
         return refuse(format!("longer than {HOSTNAME_MAX} bytes"));
     }
-    for label in name.split('.') {
+    for label in name.strip_suffix('.').unwrap_or(name).split('.') {
         if label.is_empty() || label.len() > 63 {
             return refuse("each dot-separated label must have 1 to 63 characters".into());
         }
@@ -254,7 +256,14 @@ mod tests {
 
     #[test]
     fn hostnames() {
-        for good in ["", "pod", "my-pod.example.com", "a1", &"a".repeat(63)] {
+        for good in [
+            "",
+            "pod",
+            "my-pod.example.com",
+            "pod.sub.ns.svc.",
+            "a1",
+            &"a".repeat(63),
+        ] {
             assert_eq!(hostname(good), Ok(()), "{good}");
         }
         let long = format!("{}.{}", "a".repeat(40), "b".repeat(40));
@@ -265,6 +274,8 @@ mod tests {
             "po_d",
             "pod..x",
             ".pod",
+            ".",
+            "pod..",
             "pod/x",
             "pod\0x",
             "pöd",
