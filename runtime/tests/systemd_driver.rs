@@ -36,6 +36,22 @@ fn unit_active(unit: &str) -> bool {
     )
 }
 
+/// Waits (up to 20 s) for systemd to finish stopping `unit` and remove its cgroup
+/// `dir`: StopUnit returns with the job queued, not done.
+async fn wait_stopped(unit: &str, dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while unit_active(unit) || dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unit} still {} with cgroup {} {}",
+            unit_property(unit, "ActiveState"),
+            dir.display(),
+            if dir.exists() { "left" } else { "gone" }
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn cgroup_file(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file))
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.join(file).display()))
@@ -172,12 +188,8 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still");
 
     remove_pod(&mut rt, &pod).await;
-    assert!(!unit_active(&scope), "{scope} is stopped with the pod");
-    assert!(!unit_active(&slice), "{slice} is stopped with the pod");
-    assert!(
-        !dir.exists() && !dir.parent().unwrap().exists(),
-        "no cgroup left"
-    );
+    wait_stopped(&scope, &dir).await;
+    wait_stopped(&slice, dir.parent().unwrap()).await;
 }
 
 #[tokio::test]
@@ -245,8 +257,7 @@ async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reporte
     assert_eq!(s.exit_code, 137, "{s:?}");
 
     remove_pod(&mut rt, &pod).await;
-    assert!(!unit_active(&scope), "{scope} is stopped with the pod");
-    assert!(!dir.exists(), "no cgroup left");
+    wait_stopped(&scope, &dir).await;
     // kubelet's slice is kubelet's to remove: crust leaves it, the test removes it.
     let _ = Command::new("systemctl")
         .args(["stop", "crusttest.slice"])
