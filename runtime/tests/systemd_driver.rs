@@ -115,8 +115,10 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
         (64u64 << 20).to_string()
     );
     assert_eq!(cgroup_file(&dir, "cpu.max"), "50000 100000");
-    // Shares to weight as libcgroups and runc convert them: 1 + (512 - 2) * 9999 / 262142.
-    assert_eq!(cgroup_file(&dir, "cpu.weight"), "20");
+    // Shares to weight as libcgroups and runc (1.3.2 on) convert them:
+    // ceil(10^((l^2 + 125 l) / 612 - 7/34)) with l = log2(512) = 9.
+    assert_eq!(cgroup_file(&dir, "cpu.weight"), "59");
+    assert_eq!(unit_property(&scope, "CPUWeight"), "59");
     // No property exists for it: written to the file, as runc does.
     assert_eq!(cgroup_file(&dir, "memory.oom.group"), "1");
 

@@ -181,6 +181,9 @@ pub struct Task {
     /// The init's output for attaches; None once the output is closed.
     output: Mutex<Option<broadcast::Sender<Chunk>>>,
     oom: OomCounter,
+    /// The systemd scope's cgroup dir (systemd driver), which systemd removes once the
+    /// last process in it is gone.
+    scope: Option<PathBuf>,
     reaper: Arc<Reaper>,
     shutdown: watch::Sender<bool>,
     /// The init's process, which exec processes start from.
@@ -247,9 +250,9 @@ impl Task {
             systemd: cfg.systemd,
         };
         let (mut container, pid) = container::create(opts).map_err(container_err(id, "create"))?;
-        let oom = if cfg.systemd {
+        let (oom, scope) = if cfg.systemd {
             match systemd::finish_scope(pid, prepared.resources.as_ref()) {
-                Ok(dir) => OomCounter::watched(&dir),
+                Ok(dir) => (OomCounter::watched(&dir), Some(dir)),
                 Err(err) => {
                     if let Err(e) = container::delete(&mut container) {
                         tracing::error!(id, %e, "delete after failed scope setup");
@@ -258,7 +261,8 @@ impl Task {
                 }
             }
         } else {
-            OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups)
+            let oom = OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups);
+            (oom, None)
         };
         // No await since create: the reaper can't have reaped the init yet.
         let init_exit = reaper.register(pid);
@@ -280,6 +284,7 @@ impl Task {
             stdin: tokio::sync::Mutex::new(None),
             output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
             oom,
+            scope,
             reaper,
             shutdown: watch::Sender::new(false),
             process: prepared.process,
@@ -500,9 +505,17 @@ impl Task {
             (inner.pid, inner.reaped)
         };
         if all {
+            // A scope systemd removed (before or while this ran) holds no process left
+            // to signal.
+            let gone = || self.scope.as_ref().is_some_and(|d| !d.exists());
+            if gone() {
+                return Ok(());
+            }
             let mut c = lock(&self.container);
-            return container::kill_all(&mut c, signal)
-                .map_err(container_err(&self.id, "kill all"));
+            return match container::kill_all(&mut c, signal) {
+                Err(_) if gone() => Ok(()),
+                r => r.map_err(container_err(&self.id, "kill all")),
+            };
         }
         if reaped {
             return Ok(());
