@@ -56,10 +56,13 @@ vm_install_crustd() {
   fi
 }
 
-# vm_crustd_log N: the last N lines of crustd's log (the service's journal), to stderr.
+# vm_crustd_log N: the last N lines of crustd's log (the service's journal) to stderr,
+# and the whole of it to the share, where the host keeps it (crustd.log in the run's
+# share dir).
 vm_crustd_log() {
-  echo "--- crustd.service log (last $1 lines):" >&2
+  echo "--- crustd.service log (last $1 lines; all of it in crustd.log of the run's share):" >&2
   journalctl -u crustd.service --no-pager -o short-monotonic -n "$1" >&2 || true
+  journalctl -u crustd.service --no-pager -o short-monotonic >/crust-run/crustd.log 2>&1 || true
 }
 
 # vm_driver_arg DRIVER: checks a --cgroup-driver value.
