@@ -33,7 +33,7 @@ vm_accel() {
 vm_prepare() {
   local target="${CARGO_TARGET_DIR:-$CRUST_TOP/target}/debug" tools
   need_rust
-  (cd "$CRUST_TOP" && step cargo-build cargo build --locked --bins)
+  (cd "$CRUST_TOP" && step vm-cargo-build cargo build --locked --bins)
   tools="$("$CRUST_TOP/critest-config/install-cri-tools.sh")"
   "$CRUST_TOP/critest-config/registry.sh"
   "$CRUST_VM_DIR/build-image" >/dev/null
