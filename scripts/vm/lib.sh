@@ -26,10 +26,11 @@ vm_accel() {
   fi
 }
 
-# vm_prepare: what a guest run of crust's tests needs on the host: crustd and
-# crust-shim built (debug), crictl and critest, the local registry filled with the
-# test images, and the image. Sets VM_RUN_ARGS to scripts/vm/run's options that hand
-# them to the guest.
+# vm_prepare [--cargo-tests]: what a guest run of crust's tests needs on the host:
+# crustd and crust-shim built (debug), crictl and critest, the local registry filled
+# with the test images, and the image; with --cargo-tests also the test binary of
+# runtime/tests/systemd_driver.rs. Sets VM_RUN_ARGS to scripts/vm/run's options that
+# hand them to the guest.
 vm_prepare() {
   local target="${CARGO_TARGET_DIR:-$CRUST_TOP/target}/debug" tools
   need_rust
@@ -40,4 +41,20 @@ vm_prepare() {
   # shellcheck disable=SC2034 # read by the scripts that source this file
   VM_RUN_ARGS=(--registry --put "$target/crustd" --put "$target/crust-shim"
     --put "$tools/crictl" --put "$tools/critest")
+  [ "${1:-}" = --cargo-tests ] || return 0
+  local json="$CRUST_LOG_DIR/vm-cargo-test-build.json" exe
+  (cd "$CRUST_TOP" && step vm-cargo-test-build sh -c "cargo test --locked -p crust-runtime \
+    --test systemd_driver --no-run --message-format=json >'$json'")
+  exe="$(python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") \
+            and m["target"]["name"] == "systemd_driver":
+        print(m["executable"])' "$json")"
+  [ -x "$exe" ] || die "cargo built no systemd_driver test binary (see $json)"
+  VM_RUN_ARGS+=(--put "$exe")
 }
