@@ -9,10 +9,12 @@ run at all, is reported so the list can shrink. With --suggest, prints list line
 the unlisted failures, their reason taken from the failure message.
 
 known-failures.txt: one spec per line, `<spec name> | <why it fails today>`; blank
-lines and lines starting with # are ignored. skipped-specs.txt, beside it: one
-`<regular expression> | <why>` per line; every spec critest skips must match one, or
-the run fails: nothing is skipped silently. With --focused (a run with
---ginkgo.focus), the specs outside the focus are skipped by design and not checked.
+lines and lines starting with # are ignored. skipped-specs.txt, beside it (or the file
+given with --skipped-specs=FILE): one `<regular expression> | <why>` per line; every
+spec critest skips must match one, or the run fails: nothing is skipped silently. With
+--focused (a run with --ginkgo.focus), the specs outside the focus are skipped by
+design and not checked. --label=TEXT starts the printed lines with `TEXT:` instead of
+`critest:`.
 """
 
 import os
@@ -74,14 +76,19 @@ def load_known(path):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    suggest = "--suggest" in sys.argv
+    options = dict(a[2:].partition("=")[::2] for a in sys.argv[1:] if a.startswith("--"))
+    unknown = set(options) - {"suggest", "focused", "label", "skipped-specs"}
+    suggest = "suggest" in options
     # A focused run skips every spec outside its focus: only its failures count.
-    focused = "--focused" in sys.argv
-    if len(args) != 2:
-        sys.exit("usage: junit-report.py [--suggest] [--focused] JUNIT_XML KNOWN_FAILURES")
+    focused = "focused" in options
+    if len(args) != 2 or unknown:
+        sys.exit("usage: junit-report.py [--suggest] [--focused] [--label=TEXT] "
+                 "[--skipped-specs=FILE] JUNIT_XML KNOWN_FAILURES")
     junit, known_path = args
+    label = options.get("label") or "critest"
     known = load_known(known_path)
-    skips = load_skips(os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
+    skips = load_skips(options.get("skipped-specs")
+                       or os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     counts = {"passed": 0, "failed": 0, "known": 0, "skipped": 0}
     unexpected, now_passing, unaccounted, ran = [], [], [], set()
@@ -106,13 +113,13 @@ def main():
                 unaccounted.append(name)
     if counts["known"]:
         n = counts["known"]
-        print(f"critest: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
-    print(f"critest: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+        print(f"{label}: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
+    print(f"{label}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
     for name in now_passing:
-        print(f"critest: listed in known-failures.txt but passed now, remove it: {name}")
+        print(f"{label}: listed in known-failures.txt but passed now, remove it: {name}")
     for name in sorted(set(known) - ran):
         if not focused:
-            print(f"critest: listed in known-failures.txt but did not run: {name}")
+            print(f"{label}: listed in known-failures.txt but did not run: {name}")
     if focused:
         unaccounted = []
     if suggest:
@@ -120,11 +127,11 @@ def main():
             print(f"{name} | {reason_of(text)}")
         return 0
     if unaccounted:
-        print(f"critest: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
+        print(f"{label}: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
         for name in unaccounted:
             print(f"--- {name}", file=sys.stderr)
     if unexpected:
-        print(f"critest: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
+        print(f"{label}: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
         for name, text in unexpected:
             print(f"--- {name}\n{text[:2000]}\n", file=sys.stderr)
         return 1
