@@ -196,7 +196,7 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
 
 #[tokio::test]
 #[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
-async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reported() {
+async fn systemd_driver_kubelet_slices_hold_the_scopes() {
     assert_systemd_v2();
     let node = Node::start_configured("crustsd1", "10.86.1.0/24", None, DRIVER).await;
     let mut rt = node.rt().await;
@@ -242,6 +242,25 @@ async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reporte
     ));
     assert!(dir.is_dir(), "the scope's cgroup is {}", dir.display());
 
+    remove_pod(&mut rt, &pod).await;
+    wait_stopped(&scope, &dir).await;
+    // kubelet's slice is kubelet's to remove: crust leaves it, the test removes it.
+    let _ = Command::new("systemctl")
+        .args(["stop", "crusttest.slice"])
+        .status();
+}
+
+/// Known to fail (scripts/vm/guest/cargo-test lists it): systemd removes the scope's
+/// cgroup as the killed process exits, before the shim reads its `oom_kill` count,
+/// so the exit is reported as "Error".
+#[tokio::test]
+#[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
+async fn systemd_driver_oom_kills_are_reported() {
+    assert_systemd_v2();
+    let node = Node::start_configured("crustsd2", "10.86.2.0/24", None, DRIVER).await;
+    let mut rt = node.rt().await;
+    let pod_config = pod_config("sd-oom", &node.logs());
+    let pod = run_pod(&mut rt, &pod_config).await;
     // A container over its memory limit is killed, and said to be.
     let mut hog = container_config("hog", &["sh", "-c", "x=aaaaaaaa; while :; do x=$x$x; done"]);
     hog.linux = Some(LinuxContainerConfig {
@@ -259,11 +278,6 @@ async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reporte
     assert_eq!(s.exit_code, 137, "{s:?}");
 
     remove_pod(&mut rt, &pod).await;
-    wait_stopped(&scope, &dir).await;
-    // kubelet's slice is kubelet's to remove: crust leaves it, the test removes it.
-    let _ = Command::new("systemctl")
-        .args(["stop", "crusttest.slice"])
-        .status();
 }
 
 async fn runtime_config(
