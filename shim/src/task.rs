@@ -392,6 +392,8 @@ impl Task {
             inner.started_at
         };
         tracing::info!(id = %self.id, code, "init exited");
+        // Read now, before systemd can remove a scope's cgroup.
+        let oom_killed = self.oom.oom_killed(code);
         let drain = async {
             for c in copiers {
                 let _ = c.await;
@@ -402,7 +404,6 @@ impl Task {
         }
         // Attaches end once the copiers, which hold the other senders, have ended.
         lock(&self.output).take();
-        let oom_killed = self.oom.oom_killed();
         let info = ExitInfo {
             exit_code: code,
             started_at,
