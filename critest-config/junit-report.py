@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Reads critest's (or the node e2e suite's) junit report and compares it with
-known-failures.txt.
+"""Reads critest's junit report and compares it with known-failures.txt.
 
 Prints `critest: N passed, N failed, N skipped`, where failed counts only the failures
 known-failures.txt does not list: those it lists are counted apart, on a line of their
@@ -10,12 +9,13 @@ run at all, is reported so the list can shrink. With --suggest, prints list line
 the unlisted failures, their reason taken from the failure message.
 
 known-failures.txt: one spec per line, `<spec name> | <why it fails today>`; blank
-lines and lines starting with # are ignored. skipped-specs.txt, beside it: one
-`<regular expression> | <why>` per line; every spec critest skips must match one, or
-the run fails: nothing is skipped silently. With --focused (a run with
---ginkgo.focus), the specs outside the focus are skipped by design and not checked.
-With --focus-only, they are not counted either (ginkgo marks them skipped with no
-reason), and the specs in the focus are counted and checked as in a full run.
+lines and lines starting with # are ignored. skipped-specs.txt, beside it (or the file
+given with --skipped-specs=FILE): one `<regular expression> | <why>` per line; every
+spec critest skips must match one, or the run fails: nothing is skipped silently. With
+--focused (a run with --ginkgo.focus), the specs outside the focus are skipped by
+design and not checked. With --focus-only, they are not counted either (ginkgo marks
+them skipped with no reason), and the specs in the focus are counted and checked as in
+a full run. --label=TEXT starts the printed lines with `TEXT:` instead of `critest:`.
 """
 
 import os
@@ -82,20 +82,22 @@ def load_known(path):
 
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    # --suite=NAME: the suite named in the printed lines (the node e2e suite uses it).
-    suite = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--suite=")),
-                 "critest")
-    suggest = "--suggest" in sys.argv
+    options = dict(a[2:].partition("=")[::2] for a in sys.argv[1:] if a.startswith("--"))
+    unknown = set(options) - {"suggest", "focused", "focus-only", "label", "skipped-specs"}
+    suggest = "suggest" in options
     # A focused run skips every spec outside its focus: only its failures count.
-    focused = "--focused" in sys.argv
+    focused = "focused" in options
     # --focus-only: the specs outside the focus (skipped with no reason) are not counted
     # at all; those in it that the suite skips are, and must be accounted for.
-    focus_only = "--focus-only" in sys.argv
-    if len(args) != 2:
-        sys.exit("usage: junit-report.py [--suggest] [--focused | --focus-only] [--suite=NAME] JUNIT_XML KNOWN_FAILURES")
+    focus_only = "focus-only" in options
+    if len(args) != 2 or unknown:
+        sys.exit("usage: junit-report.py [--suggest] [--focused | --focus-only] [--label=TEXT] "
+                 "[--skipped-specs=FILE] JUNIT_XML KNOWN_FAILURES")
     junit, known_path = args
+    label = options.get("label") or "critest"
     known = load_known(known_path)
-    skips = load_skips(os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
+    skips = load_skips(options.get("skipped-specs")
+                       or os.path.join(os.path.dirname(known_path), "skipped-specs.txt"))
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     counts = {"passed": 0, "failed": 0, "known": 0, "skipped": 0}
     unexpected, now_passing, unaccounted, ran = [], [], [], set()
@@ -122,13 +124,13 @@ def main():
                 unaccounted.append(name)
     if counts["known"]:
         n = counts["known"]
-        print(f"{suite}: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
-    print(f"{suite}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+        print(f"{label}: {n} known failure{'s' if n > 1 else ''}, each listed with its reason in known-failures.txt")
+    print(f"{label}: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
     for name in now_passing:
-        print(f"{suite}: listed in known-failures.txt but passed now, remove it: {name}")
+        print(f"{label}: listed in known-failures.txt but passed now, remove it: {name}")
     for name in sorted(set(known) - ran):
         if not focused and not focus_only:
-            print(f"{suite}: listed in known-failures.txt but did not run: {name}")
+            print(f"{label}: listed in known-failures.txt but did not run: {name}")
     if focused:
         unaccounted = []
     if suggest:
@@ -136,11 +138,11 @@ def main():
             print(f"{name} | {reason_of(text)}")
         return 0
     if unaccounted:
-        print(f"{suite}: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
+        print(f"{label}: {len(unaccounted)} skipped specs not accounted for in skipped-specs.txt:", file=sys.stderr)
         for name in unaccounted:
             print(f"--- {name}", file=sys.stderr)
     if unexpected:
-        print(f"{suite}: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
+        print(f"{label}: {len(unexpected)} failures not listed in known-failures.txt:", file=sys.stderr)
         for name, text in unexpected:
             print(f"--- {name}\n{text[:2000]}\n", file=sys.stderr)
         return 1

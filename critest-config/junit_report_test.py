@@ -19,7 +19,7 @@ def case(name, status, failure=None, skipped=None):
 
 
 class JunitReport(unittest.TestCase):
-    def run_report(self, cases, known, flags=()):
+    def run_report(self, cases, known, options=(), skips=None):
         with tempfile.TemporaryDirectory() as d:
             junit = os.path.join(d, "junit.xml")
             with open(junit, "w") as f:
@@ -28,8 +28,13 @@ class JunitReport(unittest.TestCase):
                 f.write("# comment\n" + "".join(f"{n} | {why}\n" for n, why in known))
             with open(os.path.join(d, "skipped-specs.txt"), "w") as f:
                 f.write("^NRI  | no NRI socket given\n")
+            options = list(options)
+            if skips is not None:
+                with open(os.path.join(d, "other-skips.txt"), "w") as f:
+                    f.write(skips)
+                options.append("--skipped-specs=" + os.path.join(d, "other-skips.txt"))
             out = subprocess.run(
-                [sys.executable, os.path.join(HERE, "junit-report.py"), *flags, junit,
+                [sys.executable, os.path.join(HERE, "junit-report.py"), *options, junit,
                  os.path.join(d, "known-failures.txt")],
                 capture_output=True, text=True)
             return out.returncode, out.stdout.splitlines()
@@ -52,11 +57,29 @@ class JunitReport(unittest.TestCase):
         self.assertEqual(code, 1, lines)
         self.assertIn("critest: 1 passed, 1 failed, 0 skipped", lines)
 
+    def test_a_label_names_the_run(self):
+        code, lines = self.run_report(
+            [case("a passes", "passed"), case("pinned digest", "failed", "no such digest")],
+            [("pinned digest", "needs an upstream image")], options=["--label=vm critest"])
+        self.assertEqual(code, 0, lines)
+        self.assertEqual(lines, [
+            "vm critest: 1 known failure, each listed with its reason in known-failures.txt",
+            "vm critest: 1 passed, 0 failed, 0 skipped",
+        ])
+
+    def test_skips_are_checked_against_the_given_file(self):
+        skipped = [case("a passes", "passed"), case("AppArmor  spec", "skipped")]
+        code, _ = self.run_report(skipped, [], skips="^AppArmor  | no AppArmor here\n")
+        self.assertEqual(code, 0)
+        # The default file beside known-failures.txt does not account for it.
+        code, _ = self.run_report(skipped, [])
+        self.assertEqual(code, 1)
+
     def test_focus_only_counts_the_specs_in_the_focus(self):
         code, lines = self.run_report(
             [case("a passes", "passed"), case("outside", "skipped", skipped="skipped"),
              case("NRI  spec", "skipped", skipped="skipped - no NRI socket")],
-            [("elsewhere", "out of focus")], ["--focus-only", "--suite=node-e2e"])
+            [("elsewhere", "out of focus")], ["--focus-only", "--label=node-e2e"])
         self.assertEqual(code, 0, lines)
         self.assertEqual(lines, ["node-e2e: 1 passed, 0 failed, 1 skipped"])
 

@@ -214,7 +214,7 @@ rc=0
 unshare --mount --propagation private -- bash -c "$(declare -p private_dirs cgroup_dirs ginkgo_args e2e_args); inner" \
   || rc=$?
 [ -s "$tmp/junit.xml" ] || { tail -n 80 "$tmp/e2e.log" >&2; die "e2e_node.test wrote no junit report (exit $rc)"; }
-if ! python3 "$here/junit-report.py" --suite=node-e2e --focus-only "$tmp/junit.xml" \
+if ! python3 "$here/junit-report.py" --label=node-e2e --focus-only "$tmp/junit.xml" \
   "$here/node-e2e/known-failures.txt"; then
   echo "--- crustd log (last lines)" >&2
   tail -n 40 "$tmp/crustd.log" >&2

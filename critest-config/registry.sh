@@ -72,24 +72,7 @@ start_registry() {
 	local log=$LOGDIR/registry.log pid
 	mkdir -p "$CACHE/registry"
 	if ! pid=$(our_pid); then
-		cat >"$CONFIG" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $CACHE/registry
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$PORT
-  secret: local-test-registry
-EOF
+		write_registry_config "$CONFIG" "$CACHE/registry" "127.0.0.1:$PORT"
 		: >"$log"
 		# not handing our lock (or any other descriptor) to the daemon
 		spawn_detached "$log" docker-registry serve "$CONFIG"

@@ -3,37 +3,64 @@
 # socket, its own CNI config, and the local registry as a plain-HTTP mirror of the
 # upstream registries critest names. Writes a junit report, prints
 # `critest: N passed, N failed, N skipped`, and fails when a spec fails that
-# known-failures.txt does not list.
+# known-failures.txt does not list, or critest skips a spec that the skipped-specs
+# file does not account for.
 #
-# Usage: run-critest.sh [--crustd PATH] [--keep] [--focused] [-- CRITEST_ARGS...]
-#   --crustd PATH  the crustd binary (default: target/debug/crustd)
-#   --keep         keep the temporary dir (logs, junit.xml) even on success
-#   --focused      CRITEST_ARGS focus on some specs: the others are skipped by design
-#   CRITEST_ARGS   passed on, e.g. --ginkgo.focus='image'
+# Usage: run-critest.sh [OPTIONS] [-- CRITEST_ARGS...]
+#   --crustd PATH          the crustd binary (default: target/debug/crustd)
+#   --endpoint unix:///P   run against the crustd already serving there instead (its
+#                          config is the caller's: CNI, the registry as mirror); the
+#                          pods the run leaves are removed at the end
+#   --cri-tools DIR        crictl and critest from DIR (default: install-cri-tools.sh)
+#   --registry HOST:PORT   the local registry, started by the caller (default:
+#                          registry.sh starts it on 127.0.0.1:${CRUST_REGISTRY_PORT:-5111})
+#   --skipped-specs FILE   why critest skips what it skips (default: skipped-specs.txt)
+#   --label TEXT           the summary lines start with `TEXT:` (default: critest)
+#   --keep                 keep the temporary dir (logs, junit.xml) even on success
+#   --focused              CRITEST_ARGS focus on some specs: the others are skipped by design
+#   CRITEST_ARGS           passed on, e.g. --ginkgo.focus='image'
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../scripts/lib.sh"
 need_root
 
 crustd="$CRUST_TOP/target/debug/crustd"
+endpoint=""
+tools=""
+registry=""
+skipped="$here/skipped-specs.txt"
+label=critest
 keep=0
 focused=()
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --crustd) crustd="$2"; shift 2 ;;
+    --endpoint) endpoint="$2"; shift 2 ;;
+    --cri-tools) tools="$2"; shift 2 ;;
+    --registry) registry="$2"; shift 2 ;;
+    --skipped-specs) skipped="$2"; shift 2 ;;
+    --label) label="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
     --focused) focused=(--focused); shift ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument $1 (see the header of $0)" ;;
   esac
 done
-[ -x "$crustd" ] || die "no crustd at $crustd: build it first (cargo build)"
+case "$endpoint" in
+  "") [ -x "$crustd" ] || die "no crustd at $crustd: build it first (cargo build)" ;;
+  unix:///*) ;;
+  *) die "--endpoint $endpoint: expected unix:///PATH" ;;
+esac
+[ -f "$skipped" ] || die "no skipped-specs file $skipped"
 
 apt_install containernetworking-plugins iptables
-tools="$("$here/install-cri-tools.sh")"
-"$here/registry.sh"
-port="${CRUST_REGISTRY_PORT:-5111}"
+[ -n "$tools" ] || tools="$("$here/install-cri-tools.sh")"
+[ -x "$tools/critest" ] && [ -x "$tools/crictl" ] || die "no crictl and critest in $tools"
+if [ -z "$registry" ]; then
+  "$here/registry.sh"
+  registry="127.0.0.1:${CRUST_REGISTRY_PORT:-5111}"
+fi
 
 # Short: shim sockets live under its state dir, and a socket path has 107 bytes.
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
@@ -41,28 +68,49 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
 # able to search down to the state dir (as under /run), or crustd claims no user
 # namespaces.
 chmod 0711 "$tmp"
-sock="$tmp/crust.sock"
-write_crustd_config "$tmp" "127.0.0.1:$port"
-write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16
-
 shm_before="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
-"$crustd" --config "$tmp/config.toml" >"$tmp/crustd.log" 2>&1 &
-pid=$!
+pid=""
+if [ -n "$endpoint" ]; then
+  sock="${endpoint#unix://}"
+else
+  sock="$tmp/crust.sock"
+  write_crustd_config "$tmp" "$registry"
+  write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16
+  "$crustd" --config "$tmp/config.toml" >"$tmp/crustd.log" 2>&1 &
+  pid=$!
+fi
+
+# crustd_alive: the throwaway crustd still runs, or the given endpoint still answers.
+crustd_alive() {
+  if [ -n "$pid" ]; then
+    kill -0 "$pid" 2>/dev/null
+  else
+    wait_for_crustd "$sock" "$tools/crictl" 10
+  fi
+}
+
+# crustd_log_tail N: the last N lines of the throwaway crustd's log (the caller of a
+# crustd given by --endpoint knows where its log is).
+crustd_log_tail() {
+  [ -z "$pid" ] || tail -n "$1" "$tmp/crustd.log" >&2
+}
 
 cleanup() {
   local rc=$?
   # Pods outlive crustd by design: remove what the run left before stopping it, then
   # sweep up after a crustd that could not (shims, pid holders, mounts, the bridge).
-  if kill -0 "$pid" 2>/dev/null; then
+  if crustd_alive; then
     timeout 120 "$tools/crictl" --runtime-endpoint "unix://$sock" rmp --all --force \
       >/dev/null 2>&1 || true
   fi
-  kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  pkill -KILL -f -- "--state $tmp/" 2>/dev/null || true
-  pkill -KILL -f -- "--pin $tmp/" 2>/dev/null || true
-  awk -v p="$tmp/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  ip link del crustct0 2>/dev/null || true
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+    pkill -KILL -f -- "--state $tmp/" 2>/dev/null || true
+    pkill -KILL -f -- "--pin $tmp/" 2>/dev/null || true
+    awk -v p="$tmp/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+      while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    ip link del crustct0 2>/dev/null || true
+  fi
   # The HostIpc specs leave SysV shared memory segments on the host.
   local shm_after id
   shm_after="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
@@ -70,7 +118,7 @@ cleanup() {
     ipcrm -m "$id" 2>/dev/null || true
   done
   if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
-    echo "critest: logs and junit.xml kept in $tmp" >&2
+    echo "$label: logs and junit.xml kept in $tmp" >&2
   else
     rm -rf "$tmp"
   fi
@@ -78,8 +126,8 @@ cleanup() {
 trap cleanup EXIT
 
 if ! wait_for_crustd "$sock" "$tools/crictl" 30; then
-  echo "critest: crustd did not answer on $sock; its log:" >&2
-  tail -n 50 "$tmp/crustd.log" >&2
+  echo "$label: crustd did not answer on $sock" >&2
+  crustd_log_tail 50
   exit 1
 fi
 
@@ -90,14 +138,15 @@ set +e
   --ginkgo.no-color --ginkgo.junit-report "$tmp/junit.xml" \
   "${extra[@]}" >"$tmp/critest.log" 2>&1
 set -e
-if ! kill -0 "$pid" 2>/dev/null; then
-  echo "critest: crustd died during the run; its log:" >&2
-  tail -n 80 "$tmp/crustd.log" >&2
+if ! crustd_alive; then
+  echo "$label: crustd died during the run" >&2
+  crustd_log_tail 80
   exit 1
 fi
 [ -s "$tmp/junit.xml" ] || { tail -n 80 "$tmp/critest.log" >&2; die "critest wrote no junit report"; }
-if ! python3 "$here/junit-report.py" "${focused[@]}" "$tmp/junit.xml" "$here/known-failures.txt"; then
-  echo "--- crustd log (last lines)" >&2
-  tail -n 40 "$tmp/crustd.log" >&2
+if ! python3 "$here/junit-report.py" "${focused[@]}" --label="$label" --skipped-specs="$skipped" \
+  "$tmp/junit.xml" "$here/known-failures.txt"; then
+  [ -z "$pid" ] || echo "--- crustd log (last lines)" >&2
+  crustd_log_tail 40
   exit 1
 fi

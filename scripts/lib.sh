@@ -144,16 +144,53 @@ CRUST_MIRRORED_HOSTS=(registry.k8s.io gcr.io k8s.gcr.io)
 # root, state, socket (DIR/crust.sock) and CNI conf dir (DIR/net.d) inside DIR, and
 # REGISTRY (host:port, plain HTTP) as the mirror of CRUST_MIRRORED_HOSTS.
 write_crustd_config() {
-  local dir="$1" registry="$2" host
+  local dir="$1" registry="$2"
   mkdir -p "$dir/net.d"
   {
     printf 'root = "%s"\nstate = "%s"\nlisten = "unix://%s"\nlog_level = "info"\n\n' \
       "$dir/root" "$dir/state" "$dir/crust.sock"
     printf '[network]\nconf_dir = "%s"\n' "$dir/net.d"
-    for host in "${CRUST_MIRRORED_HOSTS[@]}"; do
-      printf '\n[registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$host" "$registry"
-    done
+    crustd_mirror_tables "$registry"
   } >"$dir/config.toml"
+}
+
+# crustd_mirror_tables REGISTRY: prints the config tables that make REGISTRY (host:port,
+# plain HTTP) the mirror of CRUST_MIRRORED_HOSTS.
+crustd_mirror_tables() {
+  local host
+  for host in "${CRUST_MIRRORED_HOSTS[@]}"; do
+    printf '\n[registry.mirrors."%s"]\nendpoints = ["http://%s"]\n' "$host" "$1"
+  done
+}
+
+# write_registry_config FILE STORAGE ADDR [readonly]: FILE, the config of Debian's
+# docker-registry serving the storage dir STORAGE on ADDR (host:port, plain HTTP). With
+# readonly it refuses pushes (the test guest serves a read-only copy of the storage).
+write_registry_config() {
+  local file="$1" storage="$2" addr="$3" readonly="${4:-}"
+  {
+    cat <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $storage
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+EOF
+    [ "$readonly" != readonly ] || printf '    readonly:\n      enabled: true\n'
+    cat <<EOF
+http:
+  addr: $addr
+  secret: local-test-registry
+EOF
+  } >"$file"
 }
 
 # spawn_detached LOG CMD...: starts CMD in its own session, in the background, with

@@ -103,7 +103,7 @@ pub enum Error {
 type Result<T> = std::result::Result<T, Error>;
 
 /// What crustd made for pods and keeps while it runs, once no pod is left as it stops:
-/// the pin dirs' bind mounts and crust's own parent cgroup. With pods left, all of it
+/// the pin dirs' bind mounts and crust's own parent cgroup (or slice). With pods left, all of it
 /// stays for the next crustd.
 fn release_unused(ctx: &Context) {
     if !ctx.store.list_sandboxes().is_empty() {
@@ -121,7 +121,9 @@ fn release_unused(ctx: &Context) {
             tracing::warn!(error = %e, "release a pin dir");
         }
     }
-    crate::server::sandboxes::release_default_parent(&ctx.host.cgroup_hierarchies());
+    let hierarchies = ctx.host.cgroup_hierarchies();
+    crate::server::sandboxes::release_default_parent(&hierarchies);
+    crate::server::cgroups::release_default_slice(&hierarchies);
 }
 
 /// Serves CRI on the configured socket until `shutdown` resolves, then removes the

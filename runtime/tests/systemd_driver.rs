@@ -36,6 +36,22 @@ fn unit_active(unit: &str) -> bool {
     )
 }
 
+/// Waits (up to 20 s) for systemd to finish stopping `unit` and remove its cgroup
+/// `dir`: StopUnit returns with the job queued, not done.
+async fn wait_stopped(unit: &str, dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while unit_active(unit) || dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{unit} still {} with cgroup {} {}",
+            unit_property(unit, "ActiveState"),
+            dir.display(),
+            if dir.exists() { "left" } else { "gone" }
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn cgroup_file(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file))
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.join(file).display()))
@@ -99,8 +115,10 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
         (64u64 << 20).to_string()
     );
     assert_eq!(cgroup_file(&dir, "cpu.max"), "50000 100000");
-    // Shares to weight as libcgroups and runc convert them: 1 + (512 - 2) * 9999 / 262142.
-    assert_eq!(cgroup_file(&dir, "cpu.weight"), "20");
+    // Shares to weight as libcgroups and runc (1.3.2 on) convert them:
+    // ceil(10^((l^2 + 125 l) / 612 - 7/34)) with l = log2(512) = 9.
+    assert_eq!(cgroup_file(&dir, "cpu.weight"), "59");
+    assert_eq!(unit_property(&scope, "CPUWeight"), "59");
     // No property exists for it: written to the file, as runc does.
     assert_eq!(cgroup_file(&dir, "memory.oom.group"), "1");
 
@@ -172,17 +190,13 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "still");
 
     remove_pod(&mut rt, &pod).await;
-    assert!(!unit_active(&scope), "{scope} is stopped with the pod");
-    assert!(!unit_active(&slice), "{slice} is stopped with the pod");
-    assert!(
-        !dir.exists() && !dir.parent().unwrap().exists(),
-        "no cgroup left"
-    );
+    wait_stopped(&scope, &dir).await;
+    wait_stopped(&slice, dir.parent().unwrap()).await;
 }
 
 #[tokio::test]
 #[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
-async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reported() {
+async fn systemd_driver_kubelet_slices_hold_the_scopes() {
     assert_systemd_v2();
     let node = Node::start_configured("crustsd1", "10.86.1.0/24", None, DRIVER).await;
     let mut rt = node.rt().await;
@@ -228,6 +242,24 @@ async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reporte
     ));
     assert!(dir.is_dir(), "the scope's cgroup is {}", dir.display());
 
+    remove_pod(&mut rt, &pod).await;
+    wait_stopped(&scope, &dir).await;
+    // kubelet's slice is kubelet's to remove: crust leaves it, the test removes it.
+    let _ = Command::new("systemctl")
+        .args(["stop", "crusttest.slice"])
+        .status();
+}
+
+/// systemd removes the scope's cgroup as the killed process exits, often before the
+/// shim reads its `oom_kill` count: the kill is still reported (from the pod's count).
+#[tokio::test]
+#[ignore = "needs systemd as PID 1 on cgroup v2; scripts/vm/test runs it in the test guest"]
+async fn systemd_driver_oom_kills_are_reported() {
+    assert_systemd_v2();
+    let node = Node::start_configured("crustsd2", "10.86.2.0/24", None, DRIVER).await;
+    let mut rt = node.rt().await;
+    let pod_config = pod_config("sd-oom", &node.logs());
+    let pod = run_pod(&mut rt, &pod_config).await;
     // A container over its memory limit is killed, and said to be.
     let mut hog = container_config("hog", &["sh", "-c", "x=aaaaaaaa; while :; do x=$x$x; done"]);
     hog.linux = Some(LinuxContainerConfig {
@@ -245,12 +277,6 @@ async fn systemd_driver_kubelet_slices_hold_the_scopes_and_oom_kills_are_reporte
     assert_eq!(s.exit_code, 137, "{s:?}");
 
     remove_pod(&mut rt, &pod).await;
-    assert!(!unit_active(&scope), "{scope} is stopped with the pod");
-    assert!(!dir.exists(), "no cgroup left");
-    // kubelet's slice is kubelet's to remove: crust leaves it, the test removes it.
-    let _ = Command::new("systemctl")
-        .args(["stop", "crusttest.slice"])
-        .status();
 }
 
 async fn runtime_config(

@@ -4,7 +4,10 @@
 //!
 //! OOM kills are read from the container's memory cgroup (v1 `memory.oom_control`,
 //! v2 `memory.events`, the `oom_kill` counter) at creation and at exit, before the
-//! cgroup is removed.
+//! cgroup is removed. Under the systemd driver the scope's cgroup can be gone by the
+//! exit (systemd removes it with its last process, and the kernel may not have told
+//! the watch of the last change yet): the pod's cgroup, whose v2 counter counts the
+//! kills below it, then answers for an init killed by SIGKILL.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -73,6 +76,9 @@ pub struct OomCounter {
     /// The last value a watch saw, for a cgroup removed before it is read (systemd
     /// removes a scope's as its last process exits).
     seen: Option<Arc<AtomicU64>>,
+    /// The parent (pod) cgroup's v2 `memory.events` and its count at the start, for
+    /// a watched cgroup gone before its last kill was seen.
+    pod: Option<(PathBuf, u64)>,
 }
 
 impl OomCounter {
@@ -85,8 +91,15 @@ impl OomCounter {
     /// The counter of the cgroup v2 directory `dir`, followed by a watch as it
     /// changes (see [`crate::systemd::watch_oom_kills`]).
     pub fn watched(dir: &Path) -> Self {
+        let pod = dir.parent().map(|p| {
+            let file = p.join("memory.events");
+            let count = read_counter(&file).unwrap_or(0);
+            (file, count)
+        });
         let seen = crate::systemd::watch_oom_kills(dir);
-        Self::start(dir.join("memory.events"), Some(seen))
+        let mut c = Self::start(dir.join("memory.events"), Some(seen));
+        c.pod = pod;
+        c
     }
 
     fn start(file: PathBuf, seen: Option<Arc<AtomicU64>>) -> Self {
@@ -94,6 +107,7 @@ impl OomCounter {
             file,
             baseline: 0,
             seen,
+            pod: None,
         };
         c.baseline = c.read().unwrap_or(0);
         c
@@ -101,9 +115,7 @@ impl OomCounter {
 
     /// The counter's current value, or the last one seen once the cgroup is gone.
     pub fn read(&self) -> Option<u64> {
-        let now = fs::read_to_string(&self.file)
-            .ok()
-            .and_then(|t| parse_oom_kill(&t));
+        let now = read_counter(&self.file);
         let seen = self.seen.as_ref().map(|s| s.load(Ordering::Relaxed));
         match (now, seen) {
             (Some(n), s) => Some(n.max(s.unwrap_or(0))),
@@ -112,10 +124,38 @@ impl OomCounter {
         }
     }
 
-    /// Whether an OOM kill happened since the baseline.
-    pub fn oom_killed(&self) -> bool {
-        self.read().is_some_and(|n| n > self.baseline)
+    /// Whether an OOM kill happened since the baseline, for an init that ended with
+    /// `exit_code`. A watched cgroup already removed whose watch saw no kill
+    /// answers through the pod's counter, when the init was killed by SIGKILL (what
+    /// the OOM killer sends): a kill below the pod since the start is taken as this
+    /// one. Another container of the pod killed by the OOM killer while this one was
+    /// killed by something else would be counted here too.
+    pub fn oom_killed(&self, exit_code: i32) -> bool {
+        if self.read().is_some_and(|n| n > self.baseline) {
+            return true;
+        }
+        let Some((pod_file, pod_baseline)) = &self.pod else {
+            return false;
+        };
+        if exit_code != SIGKILL_EXIT || self.file.exists() {
+            return false;
+        }
+        let killed = read_counter(pod_file).is_some_and(|n| n > *pod_baseline);
+        if killed {
+            tracing::info!(pod = %pod_file.display(), "OOM kill read from the pod's cgroup, the scope's being gone");
+        }
+        killed
     }
+}
+
+/// The exit code of a process killed by SIGKILL.
+const SIGKILL_EXIT: i32 = 128 + nix::libc::SIGKILL;
+
+/// The `oom_kill` counter in `file`, None if it can't be read.
+pub(crate) fn read_counter(file: &Path) -> Option<u64> {
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|t| parse_oom_kill(&t))
 }
 
 fn counter_file(root: &Path, cgroups_path: &Path) -> PathBuf {
@@ -170,11 +210,32 @@ mod tests {
         let file = dir.join("memory.oom_control");
         fs::write(&file, "oom_kill 1\n").unwrap();
         let c = OomCounter::new(root.path(), Path::new("/crust/c1"));
-        assert!(!c.oom_killed());
+        assert!(!c.oom_killed(137));
         fs::write(&file, "oom_kill 2\n").unwrap();
-        assert!(c.oom_killed());
+        assert!(c.oom_killed(137));
         fs::remove_dir_all(&dir).unwrap();
-        assert!(!c.oom_killed());
+        assert!(!c.oom_killed(137));
+    }
+
+    #[test]
+    fn a_removed_scope_asks_the_pod() {
+        let pod = tempfile::tempdir().unwrap();
+        let scope = pod.path().join("crust-c1.scope");
+        fs::create_dir(&scope).unwrap();
+        fs::write(pod.path().join("memory.events"), "oom 0\noom_kill 3\n").unwrap();
+        fs::write(scope.join("memory.events"), "oom 0\noom_kill 0\n").unwrap();
+        let c = OomCounter::watched(&scope);
+        fs::write(pod.path().join("memory.events"), "oom 1\noom_kill 4\n").unwrap();
+        assert!(
+            !c.oom_killed(137),
+            "the scope is there and counts no kill: the kill was another's"
+        );
+        fs::remove_dir_all(&scope).unwrap();
+        assert!(!c.oom_killed(1), "an exit of its own is no OOM kill");
+        assert!(!c.oom_killed(143), "nor is a SIGTERM");
+        assert!(c.oom_killed(137));
+        fs::write(pod.path().join("memory.events"), "oom_kill 3\n").unwrap();
+        assert!(!c.oom_killed(137), "no kill in the pod since the start");
     }
 
     #[test]

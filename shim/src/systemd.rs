@@ -7,8 +7,11 @@
 //! `memory.oom.group`) have no property.
 //!
 //! systemd removes a scope's cgroup as soon as its last process is gone, so the
-//! `oom_kill` counter of its `memory.events` is gone by the time the shim reaps the
-//! init: [`watch_oom_kills`] keeps the last value it saw change.
+//! `oom_kill` counter of its `memory.events` can be gone by the time the shim reaps
+//! the init: [`watch_oom_kills`] keeps the last value it saw change. The kernel tells
+//! of a change at most once in 10 ms and drops the delayed word with the cgroup, so
+//! the watch too can miss the last kill; [`crate::exit::OomCounter`] then reads the
+//! pod's counter.
 
 use std::fs;
 use std::io;
@@ -106,7 +109,7 @@ pub fn watch_oom_kills(dir: &Path) -> Arc<AtomicU64> {
         .name("oom-watch".into())
         .spawn(move || {
             loop {
-                let Some(n) = read_oom_kills(&file) else {
+                let Some(n) = crate::exit::read_counter(&file) else {
                     return;
                 };
                 out.fetch_max(n, Ordering::Relaxed);
@@ -130,11 +133,6 @@ pub fn watch_oom_kills(dir: &Path) -> Arc<AtomicU64> {
     seen
 }
 
-/// The `oom_kill` count of a `memory.events` file.
-fn read_oom_kills(file: &Path) -> Option<u64> {
-    crate::exit::parse_oom_kill(&fs::read_to_string(file).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("memory.events");
         fs::write(&file, "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\n").unwrap();
-        assert_eq!(read_oom_kills(&file), Some(2));
+        assert_eq!(crate::exit::read_counter(&file), Some(2));
         let seen = watch_oom_kills(dir.path());
         // The watcher reads the file once before it waits.
         for _ in 0..100 {

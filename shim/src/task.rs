@@ -181,6 +181,9 @@ pub struct Task {
     /// The init's output for attaches; None once the output is closed.
     output: Mutex<Option<broadcast::Sender<Chunk>>>,
     oom: OomCounter,
+    /// The systemd scope's cgroup dir (systemd driver), which systemd removes once the
+    /// last process in it is gone.
+    scope: Option<PathBuf>,
     reaper: Arc<Reaper>,
     shutdown: watch::Sender<bool>,
     /// The init's process, which exec processes start from.
@@ -247,9 +250,9 @@ impl Task {
             systemd: cfg.systemd,
         };
         let (mut container, pid) = container::create(opts).map_err(container_err(id, "create"))?;
-        let oom = if cfg.systemd {
+        let (oom, scope) = if cfg.systemd {
             match systemd::finish_scope(pid, prepared.resources.as_ref()) {
-                Ok(dir) => OomCounter::watched(&dir),
+                Ok(dir) => (OomCounter::watched(&dir), Some(dir)),
                 Err(err) => {
                     if let Err(e) = container::delete(&mut container) {
                         tracing::error!(id, %e, "delete after failed scope setup");
@@ -258,7 +261,8 @@ impl Task {
                 }
             }
         } else {
-            OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups)
+            let oom = OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups);
+            (oom, None)
         };
         // No await since create: the reaper can't have reaped the init yet.
         let init_exit = reaper.register(pid);
@@ -280,6 +284,7 @@ impl Task {
             stdin: tokio::sync::Mutex::new(None),
             output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
             oom,
+            scope,
             reaper,
             shutdown: watch::Sender::new(false),
             process: prepared.process,
@@ -387,6 +392,8 @@ impl Task {
             inner.started_at
         };
         tracing::info!(id = %self.id, code, "init exited");
+        // Read now, before systemd can remove a scope's cgroup.
+        let oom_killed = self.oom.oom_killed(code);
         let drain = async {
             for c in copiers {
                 let _ = c.await;
@@ -397,7 +404,6 @@ impl Task {
         }
         // Attaches end once the copiers, which hold the other senders, have ended.
         lock(&self.output).take();
-        let oom_killed = self.oom.oom_killed();
         let info = ExitInfo {
             exit_code: code,
             started_at,
@@ -500,9 +506,17 @@ impl Task {
             (inner.pid, inner.reaped)
         };
         if all {
+            // A scope systemd removed (before or while this ran) holds no process left
+            // to signal.
+            let gone = || self.scope.as_ref().is_some_and(|d| !d.exists());
+            if gone() {
+                return Ok(());
+            }
             let mut c = lock(&self.container);
-            return container::kill_all(&mut c, signal)
-                .map_err(container_err(&self.id, "kill all"));
+            return match container::kill_all(&mut c, signal) {
+                Err(_) if gone() => Ok(()),
+                r => r.map_err(container_err(&self.id, "kill all")),
+            };
         }
         if reaped {
             return Ok(());

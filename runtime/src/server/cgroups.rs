@@ -182,6 +182,30 @@ fn own_pod_slice(m: &SandboxMetadata) -> Cgroup {
     }
 }
 
+/// Stops `crust.slice`, the systemd driver's parent of the pod slices crust makes,
+/// when it holds none: called as crustd stops with no pod left (not after each pod,
+/// where a pod being made meanwhile would have its first scope stopped with it).
+pub fn release_default_slice(hierarchies: &[PathBuf]) {
+    let slice = Cgroup::Unit {
+        slice: "-.slice".to_owned(),
+        unit: DEFAULT_SLICE.to_owned(),
+    };
+    let Some(path) = slice.fs_path() else { return };
+    let busy = hierarchies.iter().any(|h| {
+        std::fs::read_dir(h.join(relative(&path))).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        })
+    });
+    if busy {
+        return;
+    }
+    if let Err(e) = remove("crust's slice", &slice, hierarchies) {
+        tracing::warn!(error = %e, "stop {DEFAULT_SLICE}");
+    }
+}
+
 /// A container's OCI `cgroupsPath` under its pod's cgroup.
 pub fn container_cgroups_path(pod: &Cgroup, id: &str) -> String {
     match pod {
@@ -375,6 +399,12 @@ mod tests {
     #[test]
     fn slices_expand_as_systemd_nests_them() {
         assert_eq!(expand_slice("-.slice").unwrap(), PathBuf::from("/"));
+        let crust = Cgroup::Unit {
+            slice: "-.slice".into(),
+            unit: DEFAULT_SLICE.into(),
+        };
+        assert_eq!(crust.fs_path().unwrap(), PathBuf::from("/crust.slice"));
+        assert_eq!(crust.oci(), "-.slice:crust:crust.slice");
         assert_eq!(expand_slice("a.slice").unwrap(), PathBuf::from("/a.slice"));
         assert_eq!(
             expand_slice("a-b-c.slice").unwrap(),
