@@ -67,6 +67,9 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ne.XXXXXX")"
 chmod 0711 "$tmp"
 sock="$tmp/crust.sock"
 write_crustd_config "$tmp" "127.0.0.1:$port"
+# The RuntimeClass specs name the handler test-handler, as containerd's and CRI-O's
+# node e2e configs define it.
+printf '\n[runtime]\nhandlers = ["test-handler"]\n' >>"$tmp/config.toml"
 write_cni_config "$tmp/net.d" crust-node-e2e crustne0 10.89.0.0/16
 runtime_cgroup=/crust-node-e2e
 cat >"$tmp/kubelet-base.yaml" <<YAML

@@ -69,6 +69,8 @@ pub struct Config {
     pub image: ImageConfig,
     /// The `[streaming]` table.
     pub streaming: StreamingConfig,
+    /// The `[runtime]` table.
+    pub runtime: HandlerConfig,
 }
 
 impl Default for Config {
@@ -83,6 +85,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             image: ImageConfig::default(),
             streaming: StreamingConfig::default(),
+            runtime: HandlerConfig::default(),
         }
     }
 }
@@ -150,7 +153,8 @@ impl Config {
         self.network.validate()?;
         self.registry.validate()?;
         self.image.validate()?;
-        self.streaming.validate()
+        self.streaming.validate()?;
+        self.runtime.validate()
     }
 }
 
@@ -394,6 +398,53 @@ impl StreamingConfig {
     }
 }
 
+/// The `[runtime]` table: the runtime handlers served besides the default one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandlerConfig {
+    /// More names of runtime handlers (a RuntimeClass's `handler`). Each runs pods as
+    /// the default handler does, with crust-shim: crust has one way to run them.
+    pub handlers: Vec<String>,
+}
+
+impl HandlerConfig {
+    /// Each name a DNS label (as a RuntimeClass handler must be), named once, and
+    /// none the default's.
+    pub fn validate(&self) -> Result<()> {
+        for (i, name) in self.handlers.iter().enumerate() {
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !name.starts_with('-')
+                && !name.ends_with('-');
+            if !label {
+                return Err(invalid(
+                    "runtime.handlers",
+                    format!("{name:?} is not a DNS label (a-z, 0-9 and -, at most 63)"),
+                ));
+            }
+            if name == DEFAULT_HANDLER || self.handlers[..i].contains(name) {
+                return Err(invalid(
+                    "runtime.handlers",
+                    format!("{name:?} is named twice (crust is the default handler's name)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `name` (from RunPodSandbox) is a handler crust serves: the default
+    /// one (empty, or [`DEFAULT_HANDLER`]) or a configured one.
+    pub fn serves(&self, name: &str) -> bool {
+        name.is_empty() || name == DEFAULT_HANDLER || self.handlers.iter().any(|h| h == name)
+    }
+}
+
+/// The default runtime handler's name, besides the empty one.
+pub const DEFAULT_HANDLER: &str = "crust";
+
 fn valid_host(field: &str, host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host
@@ -478,6 +529,11 @@ address = {streaming_address:?}
 port = {streaming_port}
 # Seconds a streaming URL stays usable; each URL is usable once.
 token_expiry = {token_expiry}
+
+[runtime]
+# More runtime handler names a RuntimeClass may give (DNS labels), served as the
+# default handler ("" or "crust") is, e.g. ["test-handler"].
+handlers = []
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
@@ -590,6 +646,9 @@ mod tests {
             ("[image]\nstall_timeout = 0", "image.stall_timeout"),
             ("[streaming]\naddress = \"localhost\"", "streaming.address"),
             ("[streaming]\ntoken_expiry = 0", "streaming.token_expiry"),
+            ("[runtime]\nhandlers = [\"Test\"]", "runtime.handlers"),
+            ("[runtime]\nhandlers = [\"a\", \"a\"]", "runtime.handlers"),
+            ("[runtime]\nhandlers = [\"crust\"]", "runtime.handlers"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap().validate().unwrap_err();

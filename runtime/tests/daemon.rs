@@ -8,8 +8,9 @@ use std::path::Path;
 
 use common::{Crustd, Layout, run_crustd};
 use crust_proto::cri::{
-    CgroupDriver, CheckpointContainerRequest, ImageFsInfoRequest, RuntimeConfigRequest,
-    StatusRequest, StatusResponse, VersionRequest,
+    CgroupDriver, CheckpointContainerRequest, ImageFsInfoRequest, PodSandboxConfig,
+    PodSandboxMetadata, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, StatusResponse,
+    VersionRequest,
 };
 
 /// Debian's containernetworking-plugins, which the test command installs.
@@ -117,6 +118,40 @@ async fn runtime_config_reports_the_cgroup_driver_in_use() {
         resp.linux.unwrap().cgroup_driver,
         CgroupDriver::Cgroupfs as i32
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn configured_runtime_handlers_are_listed_and_others_refused() {
+    let d = Crustd::start("[runtime]\nhandlers = [\"test-handler\"]\n").await;
+    let mut rt = d.runtime().await;
+    let status = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = status
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["", "test-handler"]);
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: "p".into(),
+                    uid: "u".into(),
+                    namespace: "n".into(),
+                    attempt: 0,
+                }),
+                ..Default::default()
+            }),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("\"kata\""), "{err:?}");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -50,16 +50,20 @@ pub async fn status(ctx: &Context, req: StatusRequest) -> Result<StatusResponse>
             ],
         }),
         info,
-        // Only the default handler. Recursive read-only mounts work through
-        // mount_setattr (Linux 5.12+), which libcontainer uses for `rro`; user namespaces
-        // when the start-up probe could make one and idmap a mount with it.
-        runtime_handlers: vec![RuntimeHandler {
-            name: String::new(),
-            features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: ctx.host.mount_setattr,
-                user_namespaces: ctx.user_namespaces,
-            }),
-        }],
+        // The default handler and the configured ones, which all run pods alike.
+        // Recursive read-only mounts work through mount_setattr (Linux 5.12+), which
+        // libcontainer uses for `rro`; user namespaces when the start-up probe could
+        // make one and idmap a mount with it.
+        runtime_handlers: std::iter::once(String::new())
+            .chain(ctx.config.runtime.handlers.iter().cloned())
+            .map(|name| RuntimeHandler {
+                name,
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: ctx.host.mount_setattr,
+                    user_namespaces: ctx.user_namespaces,
+                }),
+            })
+            .collect(),
         // Supplemental groups follow the container's policy: Merge adds the image's
         // /etc/group memberships, Strict does not.
         features: Some(RuntimeFeatures {

@@ -26,9 +26,6 @@ use crate::store::{SandboxId, SandboxMetadata, SandboxStatus, now_nanos, sandbox
 /// Size of a pod's /dev/shm, as containerd's default.
 const SHM_BYTES: u64 = 64 << 20;
 
-/// The runtime handlers crust serves: the default one, under either name.
-const HANDLERS: [&str; 2] = ["", "crust"];
-
 fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument {
         rpc: "RunPodSandbox",
@@ -65,7 +62,7 @@ pub async fn run_pod_sandbox(
             meta.name
         ))
     })?;
-    if !HANDLERS.contains(&req.runtime_handler.as_str()) {
+    if !ctx.config.runtime.serves(&req.runtime_handler) {
         return Err(Error::NotFound {
             what: format!("runtime handler {:?}", req.runtime_handler),
         });
