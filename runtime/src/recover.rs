@@ -236,13 +236,15 @@ fn unknown_entries(dir: &Path, known: &HashSet<String>) -> Vec<String> {
     out
 }
 
-/// Releases image holds of containers that no longer exist.
+/// Releases image holds (their own image's and their image volumes') of containers
+/// that no longer exist.
 async fn release_orphan_holds(ctx: &Arc<Context>) {
     let Ok(holders) = ctx.images.holders().await else {
         return;
     };
     for holder in holders {
-        let known = crate::store::ContainerId::parse(&holder)
+        let container = crate::server::image_volumes::container_of_holder(&holder);
+        let known = crate::store::ContainerId::parse(container)
             .ok()
             .is_some_and(|id| ctx.store.get_container(&id).is_ok());
         if !known && let Err(err) = ctx.images.release(&holder).await {

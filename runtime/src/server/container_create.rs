@@ -17,6 +17,7 @@ use super::cgroups;
 use super::container_rootfs;
 use super::containers;
 use super::error::{Error, Result, blocking};
+use super::image_volumes;
 use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::Modes;
@@ -117,7 +118,17 @@ async fn create(
             what: format!("image {image_ref:?}"),
         })?;
     steps.done("image status and hold");
-    let made = make(&ctx, &sandbox, &id, config, &image_ref, &image, &mut steps).await;
+    let made = async {
+        let (config, volumes) = hold_volume_images(&ctx, &id, config).await?;
+        steps.done("image volumes hold");
+        let image = ImageUse {
+            reference: &image_ref,
+            image: &image,
+            volumes,
+        };
+        make(&ctx, &sandbox, &id, config, image, &mut steps).await
+    }
+    .await;
     if let Err(err) = made {
         if let Err(undo) = containers::teardown(&ctx, &id).await {
             tracing::error!(%id, error = %undo, "undo a failed CreateContainer");
@@ -139,15 +150,59 @@ fn check_fields(config: &ContainerConfig, sandbox: &Sandbox) -> spec::validate::
     })
 }
 
+/// Holds the image of each image volume for the container, and records its id in the
+/// mount (`image.image_ref`, which ContainerStatus reports).
+async fn hold_volume_images(
+    ctx: &Context,
+    id: &ContainerId,
+    mut config: ContainerConfig,
+) -> Result<(ContainerConfig, Vec<image_volumes::Volume>)> {
+    let mut volumes = Vec::new();
+    for (n, m) in config.mounts.iter_mut().enumerate() {
+        if !image_volumes::is_image(m) {
+            continue;
+        }
+        let Some(spec) = m.image.as_mut() else {
+            continue;
+        };
+        let holder = image_volumes::holder(id.as_str(), n);
+        let image = ctx
+            .images
+            .status_and_hold(&spec.image, &holder)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("image {:?} of mounts[{n}]", spec.image),
+            })?;
+        spec.image_ref = image.id.to_string();
+        volumes.push(image_volumes::Volume {
+            index: n,
+            lower: ctx.images.lower_dirs(&image),
+            sub_path: m.image_sub_path.clone(),
+        });
+    }
+    Ok((config, volumes))
+}
+
+/// The images a container uses: its own (as asked and as found) and its volumes'.
+struct ImageUse<'a> {
+    reference: &'a str,
+    image: &'a Image,
+    volumes: Vec<image_volumes::Volume>,
+}
+
 async fn make(
     ctx: &Arc<Context>,
     sandbox: &Arc<Sandbox>,
     id: &ContainerId,
     config: ContainerConfig,
-    image_ref: &str,
-    image: &Image,
+    image_use: ImageUse<'_>,
     steps: &mut Steps,
 ) -> Result<()> {
+    let ImageUse {
+        reference: image_ref,
+        image,
+        volumes,
+    } = image_use;
     let shim = ctx
         .shim_path
         .clone()
@@ -179,6 +234,7 @@ async fn make(
         config: config.clone(),
         image_config: image.config.clone(),
         lower,
+        volumes,
         cgroups: cgroups.clone(),
         target_pid,
         log_path: log_path.clone(),
@@ -293,6 +349,7 @@ struct BundleJob {
     config: ContainerConfig,
     image_config: oci_spec::image::ImageConfiguration,
     lower: Vec<PathBuf>,
+    volumes: Vec<image_volumes::Volume>,
     cgroups: String,
     target_pid: Option<PathBuf>,
     log_path: Option<PathBuf>,
@@ -337,6 +394,13 @@ impl BundleJob {
             idmap: &idmap,
         })?;
         steps.done("mount overlay");
+        for v in &self.volumes {
+            let source = image_volumes::mount(&self.what(), &dir, v)?;
+            self.config.mounts[v.index].host_path = source.display().to_string();
+        }
+        if !self.volumes.is_empty() {
+            steps.done("mount image volumes");
+        }
         self.prepare_host_paths()?;
         if let Some((pin, _)) = &userns {
             let what = self.what();

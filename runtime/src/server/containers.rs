@@ -345,6 +345,7 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
             &format!("container {cid}"),
             &paths.idmap_dir(&cid),
         )?;
+        super::image_volumes::unmount(&format!("container {cid}"), &paths.container_dir(&cid))?;
         let rootfs = paths.rootfs(&cid);
         unmount_all(&rootfs).map_err(Error::io(format!("container {cid}"), "unmount", &rootfs))?;
         // Never delete through a mount: that would reach into what it shows.
@@ -367,6 +368,15 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
     // so the release needs no commit of its own to survive a crash.
     if let Err(err) = ctx.images.release(id.as_str()).await {
         tracing::warn!(%id, error = %err, "release the image of a removed container");
+    }
+    // And its image volumes' (holders `<id>/volume-<n>`).
+    let volumes = ctx.images.holders().await.unwrap_or_default();
+    for holder in volumes.iter().filter(|h| {
+        h.as_str() != id.as_str() && super::image_volumes::container_of_holder(h) == id.as_str()
+    }) {
+        if let Err(err) = ctx.images.release(holder).await {
+            tracing::warn!(%id, holder, error = %err, "release an image volume's image");
+        }
     }
     steps.done("image release");
     ctx.cpu.forget(id.as_str());

@@ -21,6 +21,7 @@ pub mod containers;
 pub mod convert;
 pub mod error;
 pub mod image;
+pub mod image_volumes;
 pub mod instrument;
 pub mod names;
 pub mod runtime_config;

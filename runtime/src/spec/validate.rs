@@ -129,13 +129,40 @@ pub fn mounts(
                 format!("{on:?} is not absolute"),
             ));
         }
-        if m.host_path.is_empty() {
-            if m.image.is_none() {
+        let image = m.image.as_ref().is_some_and(|i| !i.image.is_empty());
+        if image {
+            // An image volume: crust mounts the image; it is read-only (KEP-4639).
+            if !m.host_path.is_empty() {
                 return Err(invalid(
                     field("host_path"),
-                    format!("mount on {on:?} has no host path"),
+                    format!("mount on {on:?} names both a host path and an image"),
                 ));
             }
+            if !m.readonly {
+                return Err(invalid(
+                    field("readonly"),
+                    format!("image volume on {on:?} must be read-only"),
+                ));
+            }
+            let sub = Path::new(&m.image_sub_path);
+            if sub.is_absolute()
+                || sub
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(invalid(
+                    field("image_sub_path"),
+                    format!(
+                        "{:?} must be a relative path inside the image, without ..",
+                        m.image_sub_path
+                    ),
+                ));
+            }
+        } else if m.host_path.is_empty() {
+            return Err(invalid(
+                field("host_path"),
+                format!("mount on {on:?} has no host path"),
+            ));
         } else {
             let host = Path::new(&m.host_path);
             if !host.is_absolute() {
@@ -304,6 +331,45 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn image_volumes() {
+        let volume = |readonly: bool, sub: &str| Mount {
+            container_path: "/mnt/v".into(),
+            readonly,
+            image: Some(crust_proto::cri::ImageSpec {
+                image: "sha256:abc".into(),
+                ..Default::default()
+            }),
+            image_sub_path: sub.into(),
+            ..Default::default()
+        };
+        let yes = |_: &Path| true;
+        for good in ["", "etc", "usr/share", "./etc"] {
+            let c = with_mounts(vec![volume(true, good)]);
+            assert_eq!(mounts(&c, None, yes), Ok(()), "{good}");
+        }
+        let c = with_mounts(vec![volume(false, "")]);
+        assert_eq!(
+            mounts(&c, None, yes).unwrap_err().field,
+            "mounts[0].readonly"
+        );
+        for bad in ["/etc", "../x", "etc/../../x"] {
+            let c = with_mounts(vec![volume(true, bad)]);
+            assert_eq!(
+                mounts(&c, None, yes).unwrap_err().field,
+                "mounts[0].image_sub_path",
+                "{bad}"
+            );
+        }
+        let mut both = volume(true, "");
+        both.host_path = "/srv".into();
+        let c = with_mounts(vec![both]);
+        assert_eq!(
+            mounts(&c, None, yes).unwrap_err().field,
+            "mounts[0].host_path"
+        );
     }
 
     #[test]
