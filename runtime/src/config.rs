@@ -71,6 +71,8 @@ pub struct Config {
     pub streaming: StreamingConfig,
     /// The `[runtime]` table.
     pub runtime: HandlerConfig,
+    /// The `[cdi]` table.
+    pub cdi: CdiConfig,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             streaming: StreamingConfig::default(),
             runtime: HandlerConfig::default(),
+            cdi: CdiConfig::default(),
         }
     }
 }
@@ -154,7 +157,11 @@ impl Config {
         self.registry.validate()?;
         self.image.validate()?;
         self.streaming.validate()?;
-        self.runtime.validate()
+        self.runtime.validate()?;
+        for d in &self.cdi.spec_dirs {
+            absolute("cdi.spec_dirs", d)?;
+        }
+        Ok(())
     }
 }
 
@@ -398,6 +405,23 @@ impl StreamingConfig {
     }
 }
 
+/// The `[cdi]` table: where CDI spec files are (Container Device Interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CdiConfig {
+    /// Dirs of CDI spec files; a later dir's device wins over an earlier one's.
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for CdiConfig {
+    fn default() -> Self {
+        // CDI's own defaults, as containerd's and CRI-O's.
+        CdiConfig {
+            spec_dirs: vec!["/etc/cdi".into(), "/var/run/cdi".into()],
+        }
+    }
+}
+
 /// The `[runtime]` table: the runtime handlers served besides the default one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -534,6 +558,11 @@ token_expiry = {token_expiry}
 # More runtime handler names a RuntimeClass may give (DNS labels), served as the
 # default handler ("" or "crust") is, e.g. ["test-handler"].
 handlers = []
+
+[cdi]
+# Dirs of CDI spec files (Container Device Interface), read at each CreateContainer
+# that asks for a device; a later dir's device wins.
+spec_dirs = [{cdi_dirs}]
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
@@ -549,6 +578,13 @@ handlers = []
         streaming_address = d.streaming.address,
         streaming_port = d.streaming.port,
         token_expiry = d.streaming.token_expiry,
+        cdi_dirs = d
+            .cdi
+            .spec_dirs
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
     )
 }
 
@@ -649,6 +685,7 @@ mod tests {
             ("[runtime]\nhandlers = [\"Test\"]", "runtime.handlers"),
             ("[runtime]\nhandlers = [\"a\", \"a\"]", "runtime.handlers"),
             ("[runtime]\nhandlers = [\"crust\"]", "runtime.handlers"),
+            ("[cdi]\nspec_dirs = [\"etc/cdi\"]", "cdi.spec_dirs"),
         ];
         for (text, field) in cases {
             let err = parse(text).unwrap().validate().unwrap_err();

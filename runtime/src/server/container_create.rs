@@ -515,7 +515,11 @@ impl BundleJob {
             host: &self.ctx.host,
             seccomp_localhost: seccomp_localhost.as_deref(),
         };
-        Ok(spec::container_spec(&req)?)
+        let mut oci = spec::container_spec(&req)?;
+        let cdi_err = |e: String| invalid(format!("container {}: {e}", self.id));
+        let devices = spec::cdi::requested(&self.config).map_err(cdi_err)?;
+        spec::cdi::inject(&self.ctx.config.cdi.spec_dirs, &mut oci, devices).map_err(cdi_err)?;
+        Ok(oci)
     }
 
     /// The content of the Localhost seccomp profile the container asks for.
