@@ -33,4 +33,4 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{Image, Layer};
 pub use options::{Auth, StoreOptions};
 pub use reference::ImageRef;
-pub use store::{GcReport, ImageStore, PullStats};
+pub use store::{GcReport, ImageStore, PullStats, Registry};

@@ -92,7 +92,7 @@ impl ImageStore {
         auth: Option<&Auth>,
         progress: &Progress,
     ) -> Result<Image> {
-        let session = Session::new(&self.inner.opts, image, auth)?;
+        let session = Session::new(&self.pull_options(), image, auth)?;
         let resolved = session.resolve(image).await?;
         let blobs = manifest::blobs(&resolved.manifest)?;
         let (config_digest, config_size) = blobs.config.clone();

@@ -35,6 +35,9 @@ pub struct ImageStore {
 
 pub(crate) struct Inner {
     pub(crate) opts: StoreOptions,
+    /// The registry endpoints pulls use now: `opts`' mirrors and insecure hosts at
+    /// first, replaced by [`ImageStore::set_registry`].
+    pub(crate) registry: std::sync::RwLock<Registry>,
     pub(crate) paths: Paths,
     pub(crate) meta: Meta,
     pub(crate) locks: KeyedLocks,
@@ -43,6 +46,16 @@ pub(crate) struct Inner {
     pub(crate) pinned: HashSet<String>,
     /// A background garbage collection is queued and has not started yet.
     pub(crate) gc_queued: AtomicBool,
+}
+
+/// Where pulls go: mirrors per upstream registry, and the hosts reached over plain
+/// HTTP (see [`StoreOptions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// Mirror endpoints per upstream registry host, tried in order before it.
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    /// Registry hosts (`host[:port]`) reached over plain HTTP.
+    pub insecure: Vec<String>,
 }
 
 /// Paths of the on-disk layout.
@@ -144,8 +157,13 @@ impl ImageStore {
             })
             .await?
         };
+        let registry = std::sync::RwLock::new(Registry {
+            mirrors: opts.mirrors.clone(),
+            insecure: opts.insecure.clone(),
+        });
         let store = Self {
             inner: Arc::new(Inner {
+                registry,
                 opts,
                 paths,
                 meta,
@@ -272,6 +290,37 @@ impl ImageStore {
             }
         })
         .await
+    }
+
+    /// Replaces the mirrors and insecure hosts that pulls use from now on (a reload of
+    /// crustd's config); pulls already under way keep theirs. Checked as
+    /// [`StoreOptions`] are: a bad endpoint changes nothing.
+    pub fn set_registry(&self, registry: Registry) -> Result<()> {
+        let mut check = self.inner.opts.clone();
+        check.mirrors = registry.mirrors.clone();
+        check.insecure = registry.insecure.clone();
+        check.validate()?;
+        *self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
+        Ok(())
+    }
+
+    /// The options of a pull starting now: the store's, with the registry endpoints
+    /// of the moment.
+    pub(crate) fn pull_options(&self) -> StoreOptions {
+        let registry = self
+            .inner
+            .registry
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut opts = self.inner.opts.clone();
+        opts.mirrors = registry.mirrors;
+        opts.insecure = registry.insecure;
+        opts
     }
 
     /// Finds the image `reference_or_id` names, as [`Self::status`] does, and holds it

@@ -59,6 +59,9 @@ pub struct Config {
     pub listen: String,
     /// Log filter in tracing's env-filter syntax; `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Log lines as `text` (one human-readable line each) or `json` (one object each,
+    /// for log collectors).
+    pub log_format: String,
     /// The `[cgroup]` table.
     pub cgroup: CgroupConfig,
     /// The `[network]` table.
@@ -82,6 +85,7 @@ impl Default for Config {
             state: PathBuf::from("/run/crust"),
             listen: "unix:///run/crust/crust.sock".into(),
             log_level: "info".into(),
+            log_format: "text".into(),
             cgroup: CgroupConfig::default(),
             network: NetworkConfig::default(),
             registry: RegistryConfig::default(),
@@ -151,6 +155,12 @@ impl Config {
         self.socket_path()?;
         if self.log_level.trim().is_empty() {
             return Err(invalid("log_level", "must not be empty"));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid(
+                "log_format",
+                format!("{:?} is neither \"text\" nor \"json\"", self.log_format),
+            ));
         }
         self.cgroup.validate()?;
         self.network.validate()?;
@@ -507,7 +517,10 @@ state = {state:?}
 # Where the CRI gRPC server listens (unix:// with an absolute path).
 listen = {listen:?}
 # Log filter in tracing's env-filter syntax ("info", "crust=debug", ...); RUST_LOG wins.
+# A reload (SIGHUP) applies a new one.
 log_level = {log_level:?}
+# "text", or "json" (one JSON object per line, for log collectors).
+log_format = {log_format:?}
 
 [cgroup]
 # "cgroupfs" (crust manages cgroup directories itself), or "systemd" where systemd is PID 1
@@ -521,6 +534,7 @@ conf_dir = {conf_dir:?}
 bin_dirs = [{bin_dirs}]
 
 [registry]
+# This table is applied again on a reload (SIGHUP), for the pulls that start after it.
 # Registry hosts (host or host:port) reached over plain HTTP. localhost and 127.0.0.1
 # always are.
 insecure = []
@@ -568,6 +582,7 @@ spec_dirs = [{cdi_dirs}]
         state = d.state.display().to_string(),
         listen = d.listen,
         log_level = d.log_level,
+        log_format = d.log_format,
         conf_dir = d.network.conf_dir.display().to_string(),
         bin_dirs = bin_dirs.join(", "),
         max_layer_size = d.image.max_layer_size,
@@ -685,6 +700,7 @@ mod tests {
             ("[runtime]\nhandlers = [\"Test\"]", "runtime.handlers"),
             ("[runtime]\nhandlers = [\"a\", \"a\"]", "runtime.handlers"),
             ("[runtime]\nhandlers = [\"crust\"]", "runtime.handlers"),
+            ("log_format = \"xml\"", "log_format"),
             ("[cdi]\nspec_dirs = [\"etc/cdi\"]", "cdi.spec_dirs"),
         ];
         for (text, field) in cases {

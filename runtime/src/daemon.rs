@@ -128,7 +128,11 @@ fn release_unused(ctx: &Context) {
 
 /// Serves CRI on the configured socket until `shutdown` resolves, then removes the
 /// socket. The config must be valid.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+) -> Result<()> {
     config.validate()?;
     let socket = config.socket_path()?;
     let containers = config.root.join("containers");
@@ -191,6 +195,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(error = %e, "tell systemd crustd is ready");
     }
 
+    let reloader = tokio::spawn(apply_reloads(Arc::clone(&ctx), reloads));
     let service = CriService::new(Arc::clone(&ctx));
     let runtime = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -227,11 +232,78 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     streaming.abort();
     trimmer.abort();
+    reloader.abort();
     let _ = fs::remove_file(&socket);
     release_unused(&ctx);
     served?;
     tracing::info!("crustd stopped");
     Ok(())
+}
+
+/// Applies each config a reload (SIGHUP) reads, already checked: the `[registry]`
+/// table at once, for the pulls that start from then on; the log level is the
+/// caller's (it holds the log filter). A change of anything else needs a restart: it
+/// is logged and ignored, at this reload and the next ones.
+async fn apply_reloads(
+    ctx: Arc<Context>,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+) {
+    let mut current = ctx.config.clone();
+    while let Some(new) = reloads.recv().await {
+        if new.registry != current.registry {
+            let registry = crust_image_store::Registry {
+                mirrors: new
+                    .registry
+                    .mirrors
+                    .iter()
+                    .map(|(host, m)| (host.clone(), m.endpoints.clone()))
+                    .collect(),
+                insecure: new.registry.insecure.clone(),
+            };
+            match ctx.images.set_registry(registry) {
+                Ok(()) => {
+                    tracing::info!(
+                        mirrors = ?new.registry.mirrors.keys().collect::<Vec<_>>(),
+                        insecure = ?new.registry.insecure,
+                        "reload: registry mirrors and insecure hosts in use"
+                    );
+                    current.registry = new.registry.clone();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reload: registry table refused; the old one stays")
+                }
+            }
+        }
+        current.log_level = new.log_level.clone();
+        let restart = restart_needed(&current, &new);
+        if !restart.is_empty() {
+            tracing::warn!(
+                changed = ?restart,
+                "reload: these change only with a restart of crustd; ignored"
+            );
+        }
+    }
+}
+
+/// The fields of `new` that differ from `current` other than those a reload applies.
+fn restart_needed(current: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("root", current.root != new.root);
+    check("state", current.state != new.state);
+    check("listen", current.listen != new.listen);
+    check("log_format", current.log_format != new.log_format);
+    check("cgroup", current.cgroup != new.cgroup);
+    check("network", current.network != new.network);
+    check("image", current.image != new.image);
+    check("streaming", current.streaming != new.streaming);
+    check("runtime", current.runtime != new.runtime);
+    check("cdi", current.cdi != new.cdi);
+    changed
 }
 
 /// The image store's options from the `[registry]` and `[image]` tables.

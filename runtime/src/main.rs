@@ -1,5 +1,7 @@
 //! crustd's command line: flags over the config file over the defaults, then serve
-//! until SIGTERM or SIGINT.
+//! until SIGTERM or SIGINT. SIGHUP reads the config file again and applies what can
+//! change without a restart (the log level, the `[registry]` table; see
+//! `daemon::run`); a file that doesn't load keeps the config in use.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,6 +32,9 @@ struct Cli {
     /// Log filter, e.g. info or crust_runtime=debug [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -83,26 +88,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::default_toml());
         return Ok(());
     }
-    let default_file = Path::new(config::DEFAULT_FILE);
-    let mut config = match &cli.config {
-        Some(path) => Config::load(path)?,
-        None if default_file.exists() => Config::load(default_file)?,
-        None => Config::default(),
-    };
-    if let Some(root) = cli.root {
-        config.root = root;
-    }
-    if let Some(state) = cli.state {
-        config.state = state;
-    }
-    if let Some(listen) = cli.listen {
-        config.listen = listen;
-    }
-    if let Some(level) = cli.log_level {
-        config.log_level = level;
-    }
-    config.validate()?;
-    init_logging(&config.log_level)?;
+    let file = cli
+        .config
+        .clone()
+        .or_else(|| Some(PathBuf::from(config::DEFAULT_FILE)).filter(|p| p.exists()));
+    let config = load(&cli, file.as_deref())?;
+    let log = init_logging(&config.log_level, &config.log_format)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -111,27 +102,113 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
         let shutdown = async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             }
         };
-        daemon::run(config, shutdown).await?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let mut level = config.log_level.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let Some(file) = &file else {
+                    tracing::warn!("SIGHUP: crustd runs on its embedded defaults; no config file to reload");
+                    continue;
+                };
+                let new = match load(&cli, Some(file)) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %format!("{e:#}"), "SIGHUP: the config file does not load; the config in use stays");
+                        continue;
+                    }
+                };
+                tracing::info!(file = %file.display(), "SIGHUP: config reloaded");
+                if new.log_level != level {
+                    match log.set_level(&new.log_level) {
+                        Ok(()) => {
+                            tracing::info!(log_level = %new.log_level, "reload: log level in use");
+                            level = new.log_level.clone();
+                        }
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "reload: log level not changed"),
+                    }
+                }
+                let _ = reload_tx.send(new);
+            }
+        });
+        daemon::run(config, shutdown, reloads).await?;
         Ok(())
     })
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => tracing_subscriber::EnvFilter::try_new(env),
-        _ => tracing_subscriber::EnvFilter::try_new(level),
+/// The config: `file` if any, else the defaults, with the flags over it, checked.
+fn load(cli: &Cli, file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut config = match file {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(root) = &cli.root {
+        config.root = root.clone();
+    }
+    if let Some(state) = &cli.state {
+        config.state = state.clone();
+    }
+    if let Some(listen) = &cli.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(level) = &cli.log_level {
+        config.log_level = level.clone();
+    }
+    if let Some(format) = &cli.log_format {
+        config.log_format = format.clone();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// The log filter in use, which a reload can replace.
+struct LogControl {
+    filter: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    /// RUST_LOG was set: it wins over the config's level, at start and at reloads.
+    from_env: bool,
+}
+
+impl LogControl {
+    fn set_level(&self, level: &str) -> anyhow::Result<()> {
+        if self.from_env {
+            anyhow::bail!("RUST_LOG is set and wins over log_level");
+        }
+        let filter = tracing_subscriber::EnvFilter::try_new(level)
+            .with_context(|| format!("log_level {level:?}"))?;
+        self.filter.reload(filter).context("replace the log filter")
+    }
+}
+
+fn init_logging(level: &str, format: &str) -> anyhow::Result<LogControl> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let env = std::env::var("RUST_LOG").ok().filter(|e| !e.is_empty());
+    let filter = match &env {
+        Some(env) => tracing_subscriber::EnvFilter::try_new(env),
+        None => tracing_subscriber::EnvFilter::try_new(level),
     }
     .with_context(|| format!("log_level {level:?}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    Ok(())
+        .with_ansi(false);
+    let registry = tracing_subscriber::registry().with(filter);
+    if format == "json" {
+        registry.with(lines.json().flatten_event(true)).init();
+    } else {
+        registry.with(lines).init();
+    }
+    Ok(LogControl {
+        filter: handle,
+        from_env: env.is_some(),
+    })
 }
