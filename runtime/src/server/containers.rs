@@ -16,7 +16,7 @@ use super::convert;
 use super::error::{Error, Result, blocking};
 use super::instrument::Steps;
 use crate::shims::{self, ExitFile};
-use crate::store::{Container, ContainerId, ContainerState, Exit, now_nanos};
+use crate::store::{Container, ContainerId, ContainerState, Exit, Sandbox, now_nanos};
 
 /// How long a SIGKILLed container may take to be reaped before stop gives up.
 const KILL_WAIT: Duration = Duration::from_secs(30);
@@ -39,6 +39,7 @@ pub fn exit_reason(exit: &ExitFile) -> &'static str {
 pub fn publish(ctx: &Context, c: &Container, kind: ContainerEventType) {
     let sandbox_id = &c.metadata().sandbox_id;
     let pod = ctx.store.get_sandbox(sandbox_id).ok();
+    log_change(c, pod.as_deref(), kind);
     let containers_statuses = ctx
         .store
         .containers_of(sandbox_id)
@@ -52,6 +53,32 @@ pub fn publish(ctx: &Context, c: &Container, kind: ContainerEventType) {
         pod_sandbox_status: pod.map(|p| convert::sandbox_status(&p)),
         containers_statuses,
     });
+}
+
+/// Logs a change of the container `c` (the event `kind`) on one line: its pod's
+/// namespace, name and id, its name and id, and for an exit its code and reason.
+fn log_change(c: &Container, pod: Option<&Sandbox>, kind: ContainerEventType) {
+    let m = c.metadata();
+    let meta = pod
+        .and_then(|p| p.metadata().config.metadata.clone())
+        .unwrap_or_default();
+    let (ns, name, id) = (&meta.namespace, &meta.name, &m.sandbox_id);
+    let (container, cid) = (&m.container_name, &m.id);
+    match kind {
+        ContainerEventType::ContainerCreatedEvent => {
+            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container created")
+        }
+        ContainerEventType::ContainerStartedEvent => {
+            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container started")
+        }
+        ContainerEventType::ContainerStoppedEvent => {
+            let s = c.status();
+            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, exit_code = s.exit_code, reason = %s.reason, "container exited")
+        }
+        ContainerEventType::ContainerDeletedEvent => {
+            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container removed")
+        }
+    }
 }
 
 /// Records the container's exit once; a second call changes nothing.
@@ -82,7 +109,6 @@ pub async fn record_exit(ctx: &Arc<Context>, c: &Arc<Container>, exit: ExitFile)
     })
     .await?;
     if changed {
-        tracing::info!(id = %c.metadata().id, code = exit.exit_code, reason = exit_reason(&exit), "container exited");
         publish(ctx, c, ContainerEventType::ContainerStoppedEvent);
     }
     Ok(())

@@ -206,6 +206,7 @@ async fn set_up(
     })
     .await?;
     steps.done("hosts and mark ready");
+    sandboxes::log_change(m, "ready");
     Ok(())
 }
 

@@ -189,6 +189,18 @@ async fn detach(ctx: &Arc<Context>, s: &Sandbox) -> Result<()> {
     .await
 }
 
+/// Logs a change of the pod `m` on one line: its namespace, name, uid and id.
+pub fn log_change(m: &SandboxMetadata, change: &str) {
+    let meta = m.config.metadata.clone().unwrap_or_default();
+    tracing::info!(
+        pod_namespace = %meta.namespace,
+        pod = %meta.name,
+        pod_uid = %meta.uid,
+        pod_id = %m.id,
+        "pod {change}"
+    );
+}
+
 /// Stops the pod: kills its containers, its shared PID namespace, lets their shims go
 /// and detaches it from the network (CNI DEL runs once). Safe to repeat.
 pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
@@ -224,6 +236,7 @@ pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
             })
         })
         .await?;
+        log_change(s.metadata(), "stopped");
     }
     Ok(())
 }
@@ -244,6 +257,7 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
     steps.done("detach");
     let (paths, sid) = (ctx.paths.clone(), id.clone());
     let meta = record.as_ref().map(|s| s.metadata().clone());
+    let removed = meta.clone();
     let hierarchies = ctx.host.cgroup_hierarchies();
     let store_ctx = Arc::clone(ctx);
     blocking("remove sandbox files and record", move || {
@@ -274,5 +288,8 @@ pub async fn teardown(ctx: &Arc<Context>, id: &SandboxId) -> Result<()> {
     })
     .await?;
     steps.done("remove files and record");
+    if let Some(m) = &removed {
+        log_change(m, "removed");
+    }
     Ok(())
 }

@@ -1,18 +1,19 @@
 //! crustd's operation as a node service: SIGHUP reloads the config file (the log
 //! level and the `[registry]` table at once; other changes are logged as needing a
-//! restart; a file that does not load keeps the old config), and `log_format =
-//! "json"` writes one JSON object per log line.
+//! restart; a file that does not load keeps the old config), `log_format = "json"`
+//! writes one JSON object per log line, and each change of a pod or container is one
+//! log line naming the pod (namespace, name, id) and the container. The pod network
+//! of the last test is bridge `crustop0`, 10.81.0.0/24.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pods::*;
 use common::{Crustd, Layout, registry};
-use crust_proto::cri::{ImageSpec, PullImageRequest, VersionRequest};
+use crust_proto::cri::{ContainerState, ImageSpec, PullImageRequest, VersionRequest};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-const IMAGE: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 
 /// Waits until crustd's log holds `needle`; returns the log.
 async fn wait_log(d: &Crustd, needle: &str) -> String {
@@ -116,4 +117,56 @@ async fn json_logs_are_one_object_per_line() {
         }
     }
     assert!(serving, "{log}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn each_pod_and_container_change_is_one_line_naming_them() {
+    let node = Node::start("crustop0", "10.81.0.0/24").await;
+    let mut rt = node.rt().await;
+    let pod_config = pod_config("logged", &node.logs());
+    let pod = run_pod(&mut rt, &pod_config).await;
+    let id = create(&mut rt, &pod, &pod_config, container_config("c", &["true"])).await;
+    start(&mut rt, &id).await;
+    wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
+    remove_pod(&mut rt, &pod).await;
+
+    let log = node.crustd.log();
+    let changes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("pod_id={pod}")))
+        .collect();
+    let expected = [
+        "pod ready",
+        "container created",
+        "container started",
+        "container exited",
+        "pod stopped",
+        "container removed",
+        "pod removed",
+    ];
+    let seen: Vec<&str> = changes
+        .iter()
+        .filter_map(|l| expected.iter().find(|e| l.contains(*e)).copied())
+        .collect();
+    assert_eq!(seen, expected, "{}", changes.join("\n"));
+    for line in &changes {
+        assert!(
+            line.contains("pod_namespace=") && line.contains("pod=logged"),
+            "{line}"
+        );
+    }
+    for line in changes.iter().filter(|l| l.contains("container ")) {
+        assert!(
+            line.contains(&format!("container_id={id}")) && line.contains("container=c"),
+            "{line}"
+        );
+    }
+    assert!(
+        changes.iter().any(|l| l.contains("container exited")
+            && l.contains("exit_code=0")
+            && l.contains("reason=Completed")),
+        "{}",
+        changes.join("\n")
+    );
 }
