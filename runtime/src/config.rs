@@ -76,6 +76,8 @@ pub struct Config {
     pub runtime: HandlerConfig,
     /// The `[cdi]` table.
     pub cdi: CdiConfig,
+    /// The `[metrics]` table.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             streaming: StreamingConfig::default(),
             runtime: HandlerConfig::default(),
             cdi: CdiConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -170,6 +173,18 @@ impl Config {
         self.runtime.validate()?;
         for d in &self.cdi.spec_dirs {
             absolute("cdi.spec_dirs", d)?;
+        }
+        if !self.metrics.address.is_empty()
+            && self
+                .metrics
+                .address
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "metrics.address",
+                format!("{:?} is not an IP:port", self.metrics.address),
+            ));
         }
         Ok(())
     }
@@ -415,6 +430,14 @@ impl StreamingConfig {
     }
 }
 
+/// The `[metrics]` table: crustd's Prometheus metrics over HTTP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:port` to serve `/metrics` on; empty (the default) serves none.
+    pub address: String,
+}
+
 /// The `[cdi]` table: where CDI spec files are (Container Device Interface).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -577,6 +600,11 @@ handlers = []
 # Dirs of CDI spec files (Container Device Interface), read at each CreateContainer
 # that asks for a device; a later dir's device wins.
 spec_dirs = [{cdi_dirs}]
+
+[metrics]
+# IP:port of crustd's Prometheus metrics (/metrics, OpenMetrics text), e.g.
+# "127.0.0.1:1338"; empty serves none.
+address = ""
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
@@ -701,6 +729,7 @@ mod tests {
             ("[runtime]\nhandlers = [\"a\", \"a\"]", "runtime.handlers"),
             ("[runtime]\nhandlers = [\"crust\"]", "runtime.handlers"),
             ("log_format = \"xml\"", "log_format"),
+            ("[metrics]\naddress = \"localhost:1\"", "metrics.address"),
             ("[cdi]\nspec_dirs = [\"etc/cdi\"]", "cdi.spec_dirs"),
         ];
         for (text, field) in cases {

@@ -98,6 +98,14 @@ pub enum Error {
     /// The gRPC server failed.
     #[error("serve: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The metrics server could not listen.
+    #[error("metrics server on {address}: {source}")]
+    Metrics {
+        /// `[metrics] address`.
+        address: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -188,6 +196,10 @@ pub async fn run(
     }
     let streaming =
         tokio::spawn(streaming.serve(Arc::clone(&ctx) as Arc<dyn crate::streaming::Runtime>));
+    let metrics = serve_metrics(&ctx).await.map_err(|source| Error::Metrics {
+        address: ctx.config.metrics.address.clone(),
+        source,
+    })?;
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
     // Under systemd (Type=notify, as crustd.service): started once the socket serves.
@@ -233,11 +245,63 @@ pub async fn run(
     streaming.abort();
     trimmer.abort();
     reloader.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = fs::remove_file(&socket);
     release_unused(&ctx);
     served?;
     tracing::info!("crustd stopped");
     Ok(())
+}
+
+/// Starts the metrics server of `[metrics] address`, if one is set.
+async fn serve_metrics(ctx: &Arc<Context>) -> std::io::Result<Option<tokio::task::JoinHandle<()>>> {
+    let address = &ctx.config.metrics.address;
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address = %listener.local_addr()?, "metrics server listening");
+    let c = Arc::clone(ctx);
+    let snapshot = Arc::new(move || snapshot(&c));
+    Ok(Some(tokio::spawn(crate::metrics::serve(
+        listener, snapshot,
+    ))))
+}
+
+/// What the metrics read from the runtime at a scrape.
+fn snapshot(ctx: &Context) -> crate::metrics::Snapshot {
+    use crust_proto::cri::{ContainerState, PodSandboxState};
+    let states = |names: &[&str]| -> std::collections::BTreeMap<String, i64> {
+        names.iter().map(|n| ((*n).to_owned(), 0)).collect()
+    };
+    let mut pods = states(&["SANDBOX_READY", "SANDBOX_NOTREADY"]);
+    for p in ctx.store.list_sandboxes() {
+        let state = crate::server::convert::sandbox_status(&p).state;
+        let name = PodSandboxState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
+        *pods.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    let mut containers = states(&[
+        "CONTAINER_CREATED",
+        "CONTAINER_RUNNING",
+        "CONTAINER_EXITED",
+        "CONTAINER_UNKNOWN",
+    ]);
+    for c in ctx.store.list_containers() {
+        let state = crate::server::convert::container_status(&c).state;
+        let name = ContainerState::try_from(state).map_or("UNKNOWN", |s| s.as_str_name());
+        *containers.entry(name.to_owned()).or_insert(0) += 1;
+    }
+    let pulls = ctx.images.stats();
+    crate::metrics::Snapshot {
+        pods: pods.into_iter().collect(),
+        containers: containers.into_iter().collect(),
+        shims: ctx.shims.live() as i64,
+        pull_bytes: pulls.bytes_downloaded,
+        pull_blobs: pulls.blobs_downloaded,
+        layers_unpacked: pulls.layers_unpacked,
+    }
 }
 
 /// Applies each config a reload (SIGHUP) reads, already checked: the `[registry]`
@@ -303,6 +367,7 @@ fn restart_needed(current: &Config, new: &Config) -> Vec<&'static str> {
     check("streaming", current.streaming != new.streaming);
     check("runtime", current.runtime != new.runtime);
     check("cdi", current.cdi != new.cdi);
+    check("metrics", current.metrics != new.metrics);
     changed
 }
 

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod metrics;
 pub mod network;
 pub mod paths;
 pub mod pod;

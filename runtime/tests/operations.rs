@@ -2,7 +2,8 @@
 //! level and the `[registry]` table at once; other changes are logged as needing a
 //! restart; a file that does not load keeps the old config), `log_format = "json"`
 //! writes one JSON object per log line, and each change of a pod or container is one
-//! log line naming the pod (namespace, name, id) and the container. The pod network
+//! log line naming the pod (namespace, name, id) and the container; `[metrics]
+//! address` serves Prometheus metrics that a strict OpenMetrics parser reads. The pod network
 //! of the last test is bridge `crustop0`, 10.81.0.0/24.
 
 mod common;
@@ -169,4 +170,85 @@ async fn each_pod_and_container_change_is_one_line_naming_them() {
         "{}",
         changes.join("\n")
     );
+}
+
+/// GET `path` from `addr` over plain HTTP/1.0; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase().contains("application/openmetrics-text"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs Debian's python3-prometheus-client; scripts/test runs it"]
+async fn metrics_are_served_and_parse() {
+    let d = Crustd::start("[metrics]\naddress = \"127.0.0.1:0\"\n").await;
+    let log = wait_log(&d, "metrics server listening").await;
+    let addr = log
+        .lines()
+        .find(|l| l.contains("metrics server listening"))
+        .and_then(|l| l.split("address=").nth(1))
+        .map(|a| a.split_whitespace().next().unwrap().to_owned())
+        .unwrap();
+    let mut rt = d.runtime().await;
+    rt.version(VersionRequest::default()).await.unwrap();
+    let _ = rt
+        .container_status(crust_proto::cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    let body = http_get(&addr, "/metrics");
+    for needle in [
+        "crust_grpc_requests_total{rpc=\"Version\",code=\"OK\"} ",
+        "crust_grpc_requests_total{rpc=\"ContainerStatus\",code=\"NotFound\"} 1",
+        "crust_grpc_request_duration_seconds_count{rpc=\"Version\"} ",
+        "crust_pods{state=\"SANDBOX_READY\"} 0",
+        "crust_containers{state=\"CONTAINER_RUNNING\"} 0",
+        "crust_image_pulls_in_flight 0",
+        "crust_build_info{version=",
+        "# EOF",
+    ] {
+        assert!(body.contains(needle), "{needle} not in\n{body}");
+    }
+    // Checked by the Prometheus project's own OpenMetrics parser (strict).
+    let parsed = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+             print(len(list(p(sys.stdin.read()))))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(body.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("run python3 (Debian's python3-prometheus-client)");
+    assert!(
+        parsed.status.success(),
+        "{}\n{body}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let families: usize = String::from_utf8_lossy(&parsed.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(families, 13, "{body}");
 }

@@ -65,7 +65,13 @@ where
     };
     let result = body.await;
     guard.finished = true;
-    let micros = start.elapsed().as_micros() as u64;
+    let took = start.elapsed();
+    let micros = took.as_micros() as u64;
+    let answered = match &result {
+        Ok(_) => "OK".to_owned(),
+        Err(err) => format!("{:?}", code(err)),
+    };
+    crate::metrics::rpc_done(rpc, &answered, took);
     match result {
         Ok(resp) => {
             match verbosity {

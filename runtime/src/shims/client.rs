@@ -50,6 +50,14 @@ pub fn read_exit_file(state_dir: &Path) -> Option<ExitFile> {
 }
 
 impl Shims {
+    /// How many shims crustd holds a connection to.
+    pub fn live(&self) -> usize {
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     /// A client for the shim of container `id` listening on `socket`.
     pub fn get(&self, id: &str, socket: &Path) -> Shim {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);

@@ -113,14 +113,22 @@ fn put<M: Keyed>(db: &Database, key: &str, bytes: &[u8], new: bool) -> DbResult<
         }
         table.insert(key, bytes).db()?;
     }
-    tx.commit().db()?;
+    commit(tx)?;
     Ok(true)
 }
 
 fn delete<M: Keyed>(db: &Database, key: &str) -> DbResult<()> {
     let tx = db.begin_write().db()?;
     tx.open_table(M::TABLE).db()?.remove(key).db()?;
+    commit(tx)?;
+    Ok(())
+}
+
+/// Commits a write transaction, timed for the metrics.
+fn commit(tx: redb::WriteTransaction) -> DbResult<()> {
+    let start = std::time::Instant::now();
     tx.commit().db()?;
+    crate::metrics::store_commit(start.elapsed());
     Ok(())
 }
 

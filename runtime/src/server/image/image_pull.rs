@@ -23,7 +23,12 @@ fn auth(a: AuthConfig) -> Auth {
 /// Pulls and answers with the image ID (the config digest), as containerd does.
 pub async fn pull_image(ctx: &Context, req: PullImageRequest) -> Result<PullImageResponse> {
     let reference = reference("PullImage", &req.image)?;
-    let image = ctx.images.pull(reference, req.auth.map(auth)).await?;
+    let pull = crate::metrics::Pull::start();
+    let image = ctx
+        .images
+        .pull(reference, req.auth.map(auth))
+        .await
+        .inspect_err(|_| pull.failed())?;
     Ok(PullImageResponse {
         image_ref: image.id.to_string(),
     })
