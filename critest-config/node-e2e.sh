@@ -115,7 +115,7 @@ while read -r type mnt opts; do
   cgroup_dirs+=("$mnt$runtime_cgroup")
 done < <(awk '$3 == "cgroup" || $3 == "cgroup2" { print $3, $2, $4 }' /proc/self/mounts)
 
-shm_before="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
+shm_before="$(shm_segments)"
 cleanup() {
   local rc=$? d
   # Pods outlive crustd by design: sweep up what the run left (shims, pid holders,
@@ -138,11 +138,7 @@ cleanup() {
     done
   done
   for d in "${made_dirs[@]}"; do rmdir "$d" 2>/dev/null || true; done
-  local shm_after id
-  shm_after="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
-  for id in $(comm -13 <(echo "$shm_before") <(echo "$shm_after")); do
-    ipcrm -m "$id" 2>/dev/null || true
-  done
+  remove_new_shm "$shm_before"
   if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
     echo "node-e2e: logs and junit.xml kept in $tmp" >&2
   else

@@ -68,7 +68,7 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
 # able to search down to the state dir (as under /run), or crustd claims no user
 # namespaces.
 chmod 0711 "$tmp"
-shm_before="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
+shm_before="$(shm_segments)"
 pid=""
 if [ -n "$endpoint" ]; then
   sock="${endpoint#unix://}"
@@ -112,11 +112,7 @@ cleanup() {
     ip link del crustct0 2>/dev/null || true
   fi
   # The HostIpc specs leave SysV shared memory segments on the host.
-  local shm_after id
-  shm_after="$(ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort)"
-  for id in $(comm -13 <(echo "$shm_before") <(echo "$shm_after")); do
-    ipcrm -m "$id" 2>/dev/null || true
-  done
+  remove_new_shm "$shm_before"
   if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
     echo "$label: logs and junit.xml kept in $tmp" >&2
   else

@@ -207,6 +207,20 @@ spawn_detached() {
   ) &
 }
 
+# shm_segments: the ids of the host's SysV shared memory segments, sorted.
+shm_segments() {
+  ipcs -m 2>/dev/null | awk 'NR>3 && $2 ~ /^[0-9]+$/ {print $2}' | sort
+}
+
+# remove_new_shm BEFORE: removes the segments that are not in BEFORE (an earlier
+# shm_segments): those a run's HostIpc pods left on the host.
+remove_new_shm() {
+  local id
+  for id in $(comm -13 <(echo "$1") <(shm_segments)); do
+    ipcrm -m "$id" 2>/dev/null || true
+  done
+}
+
 # wait_for_crustd SOCKET CRICTL SECONDS: polls Version until it answers.
 wait_for_crustd() {
   local sock="$1" crictl="$2" secs="${3:-30}" i

@@ -114,16 +114,7 @@ async fn an_image_volume_shows_the_image_read_only_and_leaves_nothing() {
     let mut config = container_config("c2", &["true"]);
     config.mounts = vec![volume("/image", "")];
     config.mounts[0].image.as_mut().unwrap().image = "registry.k8s.io/not-pulled:1".into();
-    images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    node.crustd.pull(IMAGE).await.unwrap();
     let err = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::pods::*;
 use common::{Crustd, Layout, registry};
-use crust_proto::cri::{ContainerState, ImageSpec, PullImageRequest, VersionRequest};
+use crust_proto::cri::{ContainerState, VersionRequest};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -33,20 +33,6 @@ fn hup(d: &Crustd) {
     kill(Pid::from_raw(d.pid() as i32), Signal::SIGHUP).unwrap();
 }
 
-async fn pull(d: &Crustd) -> Result<String, tonic::Status> {
-    d.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: IMAGE.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs the local registry; scripts/test runs it"]
 async fn sighup_applies_mirrors_and_log_level_and_keeps_the_rest() {
@@ -62,7 +48,7 @@ async fn sighup_applies_mirrors_and_log_level_and_keeps_the_rest() {
     )
     .unwrap();
     let d = layout.start().await;
-    let err = pull(&d).await.unwrap_err();
+    let err = d.pull(IMAGE).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     wait_log(&d, "mirror=http://127.0.0.1:9").await;
 
@@ -81,7 +67,10 @@ async fn sighup_applies_mirrors_and_log_level_and_keeps_the_rest() {
     wait_log(&d, "reload: log level in use").await;
     let log = wait_log(&d, "change only with a restart").await;
     assert!(log.contains("streaming"), "{log}");
-    let id = pull(&d).await.expect("a pull through the reloaded mirror");
+    let id = d
+        .pull(IMAGE)
+        .await
+        .expect("a pull through the reloaded mirror");
     assert!(id.starts_with("sha256:"), "{id}");
     wait_log(&d, "DEBUG").await;
 
@@ -94,7 +83,7 @@ async fn sighup_applies_mirrors_and_log_level_and_keeps_the_rest() {
         .version(VersionRequest::default())
         .await
         .expect("still serving");
-    pull(&d).await.expect("the mirror in use stays");
+    d.pull(IMAGE).await.expect("the mirror in use stays");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -157,6 +157,22 @@ impl Crustd {
             .max_decoding_message_size(KUBELET_MAX_MESSAGE)
     }
 
+    /// Pulls `image` (no credentials); the image id PullImage answers.
+    #[allow(dead_code)] // not every test binary pulls
+    pub async fn pull(&self, image: &str) -> Result<String, tonic::Status> {
+        self.images()
+            .await
+            .pull_image(crust_proto::cri::PullImageRequest {
+                image: Some(crust_proto::cri::ImageSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().image_ref)
+    }
+
     /// The root dir.
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")

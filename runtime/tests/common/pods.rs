@@ -102,17 +102,7 @@ impl Node {
             net,
             bridge,
         };
-        let mut images = node.crustd.images().await;
-        images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: IMAGE.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("pull busybox");
+        node.crustd.pull(IMAGE).await.expect("pull busybox");
         node
     }
 
