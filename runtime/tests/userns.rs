@@ -454,3 +454,49 @@ async fn kubelet_shaped_mounts_carry_the_pods_mappings() {
     }
     remove_pod(&mut rt, &pod).await;
 }
+
+/// An image volume of a `hostUsers: false` pod: the image's root-owned files are
+/// root's inside too (the volume is id-mapped as the pod's other mounts are).
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn an_image_volume_is_id_mapped_in_a_user_namespace_pod() {
+    let _serial = SERIAL.lock().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
+    let mut rt = node.rt().await;
+    let config = userns_pod_config("image-volume", &node.logs());
+    let pod = run_pod(&mut rt, &config).await;
+    let pod_maps = userns_options().userns_options.unwrap();
+    let script = "stat -c %u:%g /image/bin/busybox; /image/bin/busybox true && echo ran; \
+                  (touch /image/x) 2>/dev/null && echo WRITTEN || echo read-only; echo done";
+    let mut ctr = container_config("vol", &["sh", "-c", script]);
+    ctr.mounts = vec![Mount {
+        container_path: "/image".into(),
+        readonly: true,
+        image: Some(ImageSpec {
+            image: IMAGE.into(),
+            ..Default::default()
+        }),
+        uid_mappings: pod_maps.uids.clone(),
+        gid_mappings: pod_maps.gids.clone(),
+        ..Default::default()
+    }];
+    ctr.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(userns_options()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &config, ctr).await;
+    start(&mut rt, &id).await;
+    let exited = wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
+    let log = std::fs::read_to_string(&exited.log_path).unwrap();
+    assert_eq!(exited.exit_code, 0, "{log}");
+    assert_eq!(
+        log_lines(&log),
+        ["0:0", "ran", "read-only", "done"],
+        "{log}"
+    );
+    remove_pod(&mut rt, &pod).await;
+    assert_eq!(node.mounts("/volumes/"), Vec::<String>::new());
+}

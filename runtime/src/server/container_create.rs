@@ -394,8 +394,9 @@ impl BundleJob {
             idmap: &idmap,
         })?;
         steps.done("mount overlay");
+        let pin = userns.as_ref().map(|(p, _)| p.as_path());
         for v in &self.volumes {
-            let source = image_volumes::mount(&self.what(), &dir, v)?;
+            let source = image_volumes::mount(&self.what(), &dir, v, pin)?;
             self.config.mounts[v.index].host_path = source.display().to_string();
         }
         if !self.volumes.is_empty() {

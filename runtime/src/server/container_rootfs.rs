@@ -81,14 +81,18 @@ pub fn idmap_volumes(
     pin: &Path,
     idmap: &Path,
 ) -> Result<()> {
-    if mounts.iter().all(|m| m.host_path.is_empty()) {
+    // Image volumes are overlays of idmapped layers already (an overlay can't be
+    // idmapped itself).
+    let mapped =
+        |m: &crust_proto::cri::Mount| !m.host_path.is_empty() && !super::image_volumes::is_image(m);
+    if !mounts.iter().any(mapped) {
         return Ok(());
     }
     let ns = userns::open_userns(pin)?;
     let staging = volumes_staging(idmap);
     std::fs::create_dir_all(&staging).map_err(Error::io(what, "create", &staging))?;
     for (n, m) in mounts.iter_mut().enumerate() {
-        if m.host_path.is_empty() {
+        if !mapped(m) {
             continue;
         }
         let source = PathBuf::from(&m.host_path);

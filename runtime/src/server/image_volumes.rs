@@ -8,7 +8,9 @@
 //! out of it, and what it opens is bound at `<container dir>/volumes/<n>-sub`. The CRI
 //! mount's host path becomes that mount in the bundle's copy of the config: the spec
 //! binds it as any other mount, read-only. Teardown unmounts them, and releases the
-//! holds with the container's own.
+//! holds with the container's own. In a pod with its own user namespace the overlay is
+//! made of idmapped clones of the layers (as the rootfs is; an overlay itself can't be
+//! idmapped), so the image's files keep their owners inside.
 
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -47,9 +49,10 @@ pub struct Volume {
     pub sub_path: String,
 }
 
-/// Mounts `volume` under the container dir `dir`; returns the path the container's
-/// bind mount takes as its source.
-pub fn mount(what: &str, dir: &Path, volume: &Volume) -> Result<PathBuf> {
+/// Mounts `volume` under the container dir `dir`, its layers idmapped into the user
+/// namespace pinned at `userns` if given; returns the path the container's bind mount
+/// takes as its source.
+pub fn mount(what: &str, dir: &Path, volume: &Volume, userns: Option<&Path>) -> Result<PathBuf> {
     let base = dir.join(DIR);
     let root = base.join(volume.index.to_string());
     // overlayfs without an upper dir needs two lower dirs: an empty one is the last.
@@ -57,25 +60,57 @@ pub fn mount(what: &str, dir: &Path, volume: &Volume) -> Result<PathBuf> {
     for d in [&root, &empty] {
         std::fs::create_dir_all(d).map_err(Error::io(what, "create", d))?;
     }
-    let lowerdir = volume
-        .lower
+    let Some(pin) = userns else {
+        return mount_layers(what, &root, &base, volume, &volume.lower, &empty);
+    };
+    let staging = base.join(format!("{}-layers", volume.index));
+    let ns = crate::pod::userns::open_userns(pin)?;
+    let mut lower = Vec::with_capacity(volume.lower.len());
+    let made = (|| {
+        for (n, layer) in volume.lower.iter().enumerate() {
+            let target = staging.join(n.to_string());
+            std::fs::create_dir_all(&target).map_err(Error::io(what, "create", &target))?;
+            crate::pod::userns::idmapped_bind(layer, &target, &ns)?;
+            lower.push(target);
+        }
+        mount_layers(what, &root, &base, volume, &lower, &empty)
+    })();
+    // The overlay holds its own references to the layers.
+    let removed =
+        crate::pod::userns::remove_staging(&staging).map_err(Error::io(what, "remove", &staging));
+    let source = made?;
+    removed?;
+    Ok(source)
+}
+
+/// The overlay of `lower` (then `empty`) at `root`, and the sub path bind if any.
+fn mount_layers(
+    what: &str,
+    root: &Path,
+    base: &Path,
+    volume: &Volume,
+    lower: &[PathBuf],
+    empty: &Path,
+) -> Result<PathBuf> {
+    let lowerdir = lower
         .iter()
-        .chain(std::iter::once(&empty))
+        .map(PathBuf::as_path)
+        .chain(std::iter::once(empty))
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
     nix::mount::mount(
         Some("overlay"),
-        &root,
+        root,
         Some("overlay"),
         MsFlags::MS_RDONLY | MsFlags::MS_NODEV,
         Some(format!("lowerdir={lowerdir}").as_str()),
     )
-    .map_err(|e| Error::io(what, "mount image volume on", &root)(e.into()))?;
+    .map_err(|e| Error::io(what, "mount image volume on", root)(e.into()))?;
     if volume.sub_path.is_empty() {
-        return Ok(root);
+        return Ok(root.to_owned());
     }
-    bind_sub_path(what, &root, &base, volume)
+    bind_sub_path(what, root, base, volume)
 }
 
 /// Binds `volume.sub_path`, resolved inside the overlay at `root`, at `<n>-sub`.
@@ -135,8 +170,16 @@ pub fn unmount(what: &str, dir: &Path) -> Result<()> {
         return Ok(());
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    // `<n>-sub` sorts after `<n>`: unmount in reverse.
+    // `<n>-sub` (and `<n>-layers`, left by a crash) sort after `<n>`: unmount in
+    // reverse; staged layers are unmounted below them.
     paths.sort();
+    for p in paths
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with("-layers"))
+    {
+        crate::pod::userns::remove_staging(p).map_err(Error::io(what, "remove", p))?;
+    }
+    paths.retain(|p| !p.to_string_lossy().ends_with("-layers"));
     for p in paths.iter().rev() {
         super::containers::unmount_all(p).map_err(Error::io(what, "unmount", p))?;
         if super::containers::is_mount_point(p) {
@@ -197,23 +240,23 @@ mod tests {
             sub_path: sub.into(),
         };
 
-        let whole = mount("test", &dir, &volume(0, "")).unwrap();
+        let whole = mount("test", &dir, &volume(0, ""), None).unwrap();
         assert_eq!(names(&whole), ["escape", "etc", "up"]);
         let err = std::fs::write(whole.join("new"), "x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(nix::libc::EROFS), "read-only");
 
-        let etc = mount("test", &dir, &volume(1, "escape")).unwrap();
+        let etc = mount("test", &dir, &volume(1, "escape"), None).unwrap();
         assert_eq!(names(&etc), ["marker"], "the image's /etc, not the host's");
-        let top = mount("test", &dir, &volume(2, "up")).unwrap();
+        let top = mount("test", &dir, &volume(2, "up"), None).unwrap();
         assert_eq!(
             names(&top),
             ["escape", "etc", "up"],
             "no way above the image"
         );
-        let file = mount("test", &dir, &volume(3, "etc/marker")).unwrap();
+        let file = mount("test", &dir, &volume(3, "etc/marker"), None).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "image");
 
-        let err = mount("test", &dir, &volume(4, "missing")).unwrap_err();
+        let err = mount("test", &dir, &volume(4, "missing"), None).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
         assert!(
             err.to_string().contains("mounts[4].image_sub_path"),
