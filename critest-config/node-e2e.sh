@@ -52,15 +52,9 @@ done
 crustd="$(cd "$(dirname "$crustd")" && pwd)/$(basename "$crustd")"
 
 apt_install containernetworking-plugins iptables python3
-k8s="$("$here/install-kubernetes.sh")"
+k8s="$("$here/node-e2e-prepare.sh")"
 tools="$("$here/install-cri-tools.sh")"
-busybox="$("$here/build-busybox.sh")"
-"$here/registry.sh"
 port="${CRUST_REGISTRY_PORT:-5111}"
-step node-e2e-images python3 "$here/images/node_e2e.py" build --cache "$CRUST_CACHE" \
-  --agnhost-root "$k8s/agnhost-root" --busybox "$busybox"
-step node-e2e-images-push python3 "$here/images/node_e2e.py" push --cache "$CRUST_CACHE" \
-  --registry "127.0.0.1:$port"
 
 # Short: shim sockets live under its state dir, and a socket path has 107 bytes.
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ne.XXXXXX")"

@@ -26,11 +26,12 @@ vm_accel() {
   fi
 }
 
-# vm_prepare [--cargo-tests]: what a guest run of crust's tests needs on the host:
+# vm_prepare [--session]: what a guest run of crust's tests needs on the host:
 # crustd and crust-shim built (debug), crictl and critest, the local registry filled
-# with the test images, and the image; with --cargo-tests also the test binary of
-# runtime/tests/systemd_driver.rs. Sets VM_RUN_ARGS to scripts/vm/run's options that
-# hand them to the guest.
+# with the test images, and the image; with --session (scripts/vm/test's) also the
+# test binary of runtime/tests/systemd_driver.rs and the node e2e suite's binaries
+# and images. Sets VM_RUN_ARGS to scripts/vm/run's options that hand them to the
+# guest.
 vm_prepare() {
   local target="${CARGO_TARGET_DIR:-$CRUST_TOP/target}/debug" tools
   need_rust
@@ -41,7 +42,11 @@ vm_prepare() {
   # shellcheck disable=SC2034 # read by the scripts that source this file
   VM_RUN_ARGS=(--registry --put "$target/crustd" --put "$target/crust-shim"
     --put "$tools/crictl" --put "$tools/critest")
-  [ "${1:-}" = --cargo-tests ] || return 0
+  [ "${1:-}" = --session ] || return 0
+  # The node e2e suite's binaries (and its images, pushed to the registry).
+  local k8s
+  k8s="$("$CRUST_TOP/critest-config/node-e2e-prepare.sh")"
+  VM_RUN_ARGS+=(--put "$k8s/kubelet" --put "$k8s/e2e_node.test" --put "$k8s/ginkgo")
   local json="$CRUST_LOG_DIR/vm-cargo-test-build.json" exe
   (cd "$CRUST_TOP" && step vm-cargo-test-build sh -c "cargo test --locked -p crust-runtime \
     --test systemd_driver --no-run --message-format=json >'$json'")
