@@ -55,6 +55,17 @@ fn userns_pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
     config
 }
 
+/// A container's Linux config joining its pod's user namespace, as kubelet sends it.
+fn userns_container_linux() -> Option<LinuxContainerConfig> {
+    Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(userns_options()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 /// What the probe container prints, one line per check.
 const PROBE: &str = "\
     cat /proc/self/uid_map; cat /proc/self/gid_map; id -u; id -g; \
@@ -139,13 +150,7 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
                 ..Default::default()
             },
         ];
-        ctr.linux = Some(LinuxContainerConfig {
-            security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(userns_options()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        ctr.linux = userns_container_linux();
         ctr
     };
     let probe = create(
@@ -410,13 +415,7 @@ async fn kubelet_shaped_mounts_carry_the_pods_mappings() {
         mapped(&termination, "/dev/termination-log"),
         mapped(&empty_dir, "/cache"),
     ];
-    ctr.linux = Some(LinuxContainerConfig {
-        security_context: Some(LinuxContainerSecurityContext {
-            namespace_options: Some(userns_options()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    ctr.linux = userns_container_linux();
     let id = create(&mut rt, &pod, &config, ctr.clone()).await;
     start(&mut rt, &id).await;
     let exited = wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
@@ -480,13 +479,7 @@ async fn an_image_volume_is_id_mapped_in_a_user_namespace_pod() {
         gid_mappings: pod_maps.gids.clone(),
         ..Default::default()
     }];
-    ctr.linux = Some(LinuxContainerConfig {
-        security_context: Some(LinuxContainerSecurityContext {
-            namespace_options: Some(userns_options()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    ctr.linux = userns_container_linux();
     let id = create(&mut rt, &pod, &config, ctr).await;
     start(&mut rt, &id).await;
     let exited = wait_state(&mut rt, &id, ContainerState::ContainerExited).await;
