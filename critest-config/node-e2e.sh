@@ -133,11 +133,7 @@ cleanup() {
   done
   for d in "${made_dirs[@]}"; do rmdir "$d" 2>/dev/null || true; done
   remove_new_shm "$shm_before"
-  if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
-    echo "node-e2e: logs and junit.xml kept in $tmp" >&2
-  else
-    rm -rf "$tmp"
-  fi
+  keep_or_remove node-e2e "$tmp" "$rc" "$keep"
 }
 trap cleanup EXIT
 
@@ -185,10 +181,10 @@ inner() {
   fi
   # ginkgo runs a suite in the suite binary's dir, and the suite writes its kubeconfig
   # and kubelet config there and looks for kubelet beside itself.
-  mkdir -p "$tmp/work"
-  ln -s "$k8s/e2e_node.test" "$k8s/kubelet" "$tmp/work/"
+  mkdir -p "$tmp/suite"
+  ln -s "$k8s/e2e_node.test" "$k8s/kubelet" "$tmp/suite/"
   local rc=0
-  (cd "$tmp/work" && "$k8s/ginkgo" "${ginkgo_args[@]}" ./e2e_node.test -- "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
+  (cd "$tmp/suite" && "$k8s/ginkgo" "${ginkgo_args[@]}" ./e2e_node.test -- "${e2e_args[@]}") >"$tmp/e2e.log" 2>&1 || rc=$?
   if ! kill -0 "$pid" 2>/dev/null; then
     echo "node-e2e: crustd died during the run; its log:" >&2
     tail -n 80 "$tmp/crustd.log" >&2

@@ -113,11 +113,7 @@ cleanup() {
   fi
   # The HostIpc specs leave SysV shared memory segments on the host.
   remove_new_shm "$shm_before"
-  if [ "$rc" -ne 0 ] || [ "$keep" = 1 ]; then
-    echo "$label: logs and junit.xml kept in $tmp" >&2
-  else
-    rm -rf "$tmp"
-  fi
+  keep_or_remove "$label" "$tmp" "$rc" "$keep"
 }
 trap cleanup EXIT
 

@@ -221,6 +221,16 @@ remove_new_shm() {
   done
 }
 
+# keep_or_remove LABEL DIR RC KEEP: a run's temporary DIR is kept (and said so) when
+# the run failed (RC not 0) or KEEP is 1, else removed.
+keep_or_remove() {
+  if [ "$3" -ne 0 ] || [ "$4" = 1 ]; then
+    echo "$1: logs and junit.xml kept in $2" >&2
+  else
+    rm -rf "$2"
+  fi
+}
+
 # wait_for_crustd SOCKET CRICTL SECONDS: polls Version until it answers.
 wait_for_crustd() {
   local sock="$1" crictl="$2" secs="${3:-30}" i

@@ -641,12 +641,17 @@ def refs_path(cache):
     return os.path.join(cache, "images", "refs.json")
 
 
-def load_refs(cache):
+def load_json(path):
+    """The JSON in `path`, or None when it is missing or unreadable."""
     try:
-        with open(refs_path(cache)) as f:
+        with open(path) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def load_refs(cache):
+    return load_json(refs_path(cache))
 
 
 def cmd_build(args):

@@ -184,11 +184,7 @@ def refs_path(cache):
 
 
 def load_refs(cache):
-    try:
-        with open(refs_path(cache)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    return b.load_json(refs_path(cache))
 
 
 def stamp(debdir, agnhost_root, busybox):

@@ -118,6 +118,8 @@ async fn create(
             what: format!("image {image_ref:?}"),
         })?;
     steps.done("image status and hold");
+    // A create that fails before its record leaves no record to release these by.
+    let volumes = image_volumes::indexes(&config.mounts);
     let made = async {
         let (config, volumes) = hold_volume_images(&ctx, &id, config).await?;
         steps.done("image volumes hold");
@@ -133,6 +135,7 @@ async fn create(
         if let Err(undo) = containers::teardown(&ctx, &id).await {
             tracing::error!(%id, error = %undo, "undo a failed CreateContainer");
         }
+        image_volumes::release(&ctx, &id, &volumes).await;
         return Err(err);
     }
     Ok(())

@@ -64,21 +64,17 @@ fn log_change(c: &Container, pod: Option<&Sandbox>, kind: ContainerEventType) {
         .unwrap_or_default();
     let (ns, name, id) = (&meta.namespace, &meta.name, &m.sandbox_id);
     let (container, cid) = (&m.container_name, &m.id);
-    match kind {
-        ContainerEventType::ContainerCreatedEvent => {
-            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container created")
-        }
-        ContainerEventType::ContainerStartedEvent => {
-            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container started")
-        }
+    let change = match kind {
+        ContainerEventType::ContainerCreatedEvent => "created",
+        ContainerEventType::ContainerStartedEvent => "started",
         ContainerEventType::ContainerStoppedEvent => {
             let s = c.status();
-            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, exit_code = s.exit_code, reason = %s.reason, "container exited")
+            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, exit_code = s.exit_code, reason = %s.reason, "container exited");
+            return;
         }
-        ContainerEventType::ContainerDeletedEvent => {
-            tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container removed")
-        }
-    }
+        ContainerEventType::ContainerDeletedEvent => "removed",
+    };
+    tracing::info!(pod_namespace = %ns, pod = %name, pod_id = %id, container = %container, container_id = %cid, "container {change}");
 }
 
 /// Records the container's exit once; a second call changes nothing.
@@ -395,14 +391,9 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
     if let Err(err) = ctx.images.release(id.as_str()).await {
         tracing::warn!(%id, error = %err, "release the image of a removed container");
     }
-    // And its image volumes' (holders `<id>/volume-<n>`).
-    let volumes = ctx.images.holders().await.unwrap_or_default();
-    for holder in volumes.iter().filter(|h| {
-        h.as_str() != id.as_str() && super::image_volumes::container_of_holder(h) == id.as_str()
-    }) {
-        if let Err(err) = ctx.images.release(holder).await {
-            tracing::warn!(%id, holder, error = %err, "release an image volume's image");
-        }
+    if let Some(c) = &record {
+        let volumes = super::image_volumes::indexes(&c.metadata().config.mounts);
+        super::image_volumes::release(ctx, id, &volumes).await;
     }
     steps.done("image release");
     ctx.cpu.forget(id.as_str());

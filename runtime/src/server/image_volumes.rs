@@ -40,6 +40,24 @@ pub fn container_of_holder(holder: &str) -> &str {
     holder.split_once('/').map_or(holder, |(id, _)| id)
 }
 
+/// The indexes of the image volumes among `mounts` (a container's CRI mounts).
+pub fn indexes(mounts: &[Mount]) -> Vec<usize> {
+    (0..mounts.len())
+        .filter(|&n| is_image(&mounts[n]))
+        .collect()
+}
+
+/// Ends the container `id`'s holds of the images of its image volumes `mounts[n]`, for
+/// each n of `indexes`. Releasing a hold that was never made is fine.
+pub async fn release(ctx: &super::Context, id: &crate::store::ContainerId, indexes: &[usize]) {
+    for &n in indexes {
+        let holder = holder(id.as_str(), n);
+        if let Err(err) = ctx.images.release(&holder).await {
+            tracing::warn!(%id, holder, error = %err, "release an image volume's image");
+        }
+    }
+}
+
 /// One image volume of a container: `mounts[index]`, its image's layer dirs (topmost
 /// first) and the sub path to show, if any.
 #[derive(Debug, Clone)]

@@ -67,11 +67,8 @@ where
     guard.finished = true;
     let took = start.elapsed();
     let micros = took.as_micros() as u64;
-    let answered = match &result {
-        Ok(_) => "OK".to_owned(),
-        Err(err) => format!("{:?}", code(err)),
-    };
-    crate::metrics::rpc_done(rpc, &answered, took);
+    let answered = result.as_ref().map_or_else(code, |_| Code::Ok);
+    crate::metrics::rpc_done(rpc, answered, took);
     match result {
         Ok(resp) => {
             match verbosity {

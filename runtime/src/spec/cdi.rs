@@ -19,12 +19,7 @@ use crust_proto::cri::ContainerConfig;
 /// qualified device name is an error.
 pub fn requested(config: &ContainerConfig) -> Result<Vec<String>, String> {
     let mut devices: Vec<String> = config.cdi_devices.iter().map(|d| d.name.clone()).collect();
-    let annotations: HashMap<String, String> = config
-        .annotations
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let (_, annotated) = cdi::annotations::parse_annotations(&annotations)
+    let (_, annotated) = cdi::annotations::parse_annotations(&config.annotations)
         .map_err(|e| format!("annotations cdi.k8s.io/: {e}"))?;
     devices.extend(annotated);
     let mut seen = std::collections::HashSet::new();
