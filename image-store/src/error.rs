@@ -88,6 +88,32 @@ pub enum Error {
         /// The client's error.
         source: Box<oci_client::errors::OciDistributionError>,
     },
+    /// An image archive is not one crust can import.
+    #[error("image archive {archive}: {reason}")]
+    Archive {
+        /// The archive, as given.
+        archive: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Receiving an archive would eat into the free-space reserve.
+    #[error("{path}: {free} bytes free, less than the {reserve} bytes kept free")]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// Bytes free on its file system.
+        free: u64,
+        /// [`crate::StoreOptions::min_free_bytes`].
+        reserve: u64,
+    },
+    /// The image was recorded before crust kept manifests: it cannot be exported.
+    #[error(
+        "image {reference}: recorded without its manifest (pulled by an older crustd); pull it again to export it"
+    )]
+    NotExportable {
+        /// The reference or id given.
+        reference: String,
+    },
     /// Reading a blob stream failed.
     #[error("pull {reference}: blob {digest}: {source}")]
     BlobStream {
@@ -230,6 +256,8 @@ impl Error {
                 _ => ErrorKind::Unavailable,
             },
             Error::BlobStream { .. } => ErrorKind::Unavailable,
+            Error::Archive { .. } | Error::NotExportable { .. } => ErrorKind::InvalidArgument,
+            Error::DiskFull { .. } => ErrorKind::ResourceExhausted,
             Error::Stalled { .. } | Error::TooSlow { .. } => ErrorKind::DeadlineExceeded,
             Error::Unpack { source, .. } => source.kind(),
             Error::DigestMismatch { .. }

@@ -27,6 +27,31 @@ pub struct Image {
     pub layers: Vec<Layer>,
     /// Whether kubelet must never garbage collect it.
     pub pinned: bool,
+    /// The manifest blobs it was recorded from, kept for export; none for an image
+    /// recorded before crust kept them.
+    #[serde(default)]
+    pub manifests: Option<Manifests>,
+}
+
+/// The stored manifest blobs of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifests {
+    /// What the image's reference names, an index or this platform's manifest: its
+    /// digest is the repo digest.
+    pub top: Digest,
+    /// The size of the top blob.
+    pub top_size: u64,
+    /// The media type of the top blob.
+    pub top_media_type: String,
+    /// This platform's manifest when the top is an index.
+    pub platform: Option<Digest>,
+}
+
+impl Manifests {
+    /// The digests of the stored manifest blobs, top first.
+    pub fn digests(&self) -> impl Iterator<Item = &Digest> {
+        std::iter::once(&self.top).chain(self.platform.as_ref())
+    }
 }
 
 /// One layer of an image.

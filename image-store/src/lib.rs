@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod digest;
 pub mod error;
 pub mod image;
@@ -30,7 +31,7 @@ pub mod usage;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
-pub use image::{Image, Layer};
+pub use image::{Image, Layer, Manifests};
 pub use options::{Auth, StoreOptions};
 pub use reference::ImageRef;
 pub use store::{GcReport, ImageStore, PullStats, Registry};

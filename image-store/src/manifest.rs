@@ -3,12 +3,15 @@
 //! the image config; and the layer list a manifest and its config make together. Pure
 //! functions of the bytes, so they are tested and fuzzed without a registry.
 
-use oci_client::manifest::{ImageIndexEntry, OciImageIndex, OciImageManifest};
+use oci_client::manifest::{
+    ImageIndexEntry, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciImageIndex,
+    OciImageManifest,
+};
 use oci_spec::image::ImageConfiguration;
 
-use crate::digest::{Digest, chain_ids};
+use crate::digest::{Digest, Hasher, chain_ids};
 use crate::error::{Error, Result};
-use crate::image::Layer;
+use crate::image::{Layer, Manifests};
 
 /// What a reference names at a registry.
 #[derive(Debug, Clone)]
@@ -135,6 +138,119 @@ pub fn layers(
             chain_id,
         })
         .collect())
+}
+
+/// Checks that `body` is the blob `want` names.
+pub fn check_digest(want: &Digest, body: &[u8]) -> Result<()> {
+    let mut hasher = Hasher::for_digest(want);
+    hasher.update(body);
+    let actual = hasher.finish();
+    if actual != *want {
+        return Err(Error::DigestMismatch {
+            expected: want.clone(),
+            actual,
+            size: body.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The digest of this node's manifest in `index` (of `reference`, digest `digest`);
+/// none is [`Error::NoMatchingPlatform`].
+pub fn platform_entry(reference: &str, digest: &Digest, index: &OciImageIndex) -> Result<Digest> {
+    let entry = choose_platform(&index.manifests).ok_or_else(|| Error::NoMatchingPlatform {
+        reference: reference.to_owned(),
+        digest: digest.clone(),
+        platform: format!("linux/{}", oci_arch()),
+    })?;
+    Digest::parse(&entry.digest)
+}
+
+/// This node's manifest as reached from what a reference names.
+pub enum Platform {
+    /// The reference names the manifest itself.
+    Same(Box<OciImageManifest>),
+    /// The reference names `index`; `body` is the blob of its entry `digest` for this
+    /// node, not yet checked.
+    Separate {
+        /// The entry's digest.
+        digest: Digest,
+        /// The blob fetched for it.
+        body: Vec<u8>,
+        /// The index.
+        index: OciImageIndex,
+    },
+}
+
+/// The manifest blobs of one image, verified: what its reference names and, under an
+/// index, this node's manifest.
+pub struct Fetched {
+    /// Digest of what the reference names: the image's repo digest.
+    pub top_digest: Digest,
+    /// The blob the reference names.
+    pub top: Vec<u8>,
+    /// Its media type.
+    pub top_media_type: String,
+    /// This node's manifest blob when the top is an index.
+    pub platform: Option<(Digest, Vec<u8>)>,
+    /// This node's manifest.
+    pub manifest: OciImageManifest,
+}
+
+impl Fetched {
+    /// Checks and reads `platform` under `top` (digest `top_digest`, of `reference`).
+    pub fn new(
+        reference: &str,
+        top_digest: Digest,
+        top: Vec<u8>,
+        platform: Platform,
+    ) -> Result<Self> {
+        let (top_media_type, platform, manifest) = match platform {
+            Platform::Same(manifest) => (manifest.media_type.clone(), None, *manifest),
+            Platform::Separate {
+                digest,
+                body,
+                index,
+            } => {
+                check_digest(&digest, &body)?;
+                let manifest = parse_manifest(reference, &digest, &body)?;
+                let media_type = index
+                    .media_type
+                    .clone()
+                    .or_else(|| Some(OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned()));
+                (media_type, Some((digest, body)), manifest)
+            }
+        };
+        Ok(Self {
+            top_digest,
+            top,
+            top_media_type: top_media_type.unwrap_or_else(|| OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            platform,
+            manifest,
+        })
+    }
+
+    /// Bytes of the index (if any) and the manifest.
+    pub fn bytes(&self) -> u64 {
+        let platform = self.platform.as_ref().map_or(0, |(_, b)| b.len());
+        (self.top.len() + platform) as u64
+    }
+
+    /// The record of these blobs kept with the image.
+    pub fn record(&self) -> Manifests {
+        Manifests {
+            top: self.top_digest.clone(),
+            top_size: self.top.len() as u64,
+            top_media_type: self.top_media_type.clone(),
+            platform: self.platform.as_ref().map(|(d, _)| d.clone()),
+        }
+    }
+
+    /// The blobs to store, top first.
+    pub fn blobs(&self) -> impl Iterator<Item = (&Digest, &[u8])> {
+        std::iter::once((&self.top_digest, self.top.as_slice()))
+            .chain(self.platform.as_ref().map(|(d, b)| (d, b.as_slice())))
+    }
 }
 
 /// This node's architecture, as OCI names it.

@@ -136,6 +136,14 @@ impl Meta {
                     }
                 }
                 stored.pinned |= old.pinned;
+                // The blobs first recorded stay (the same config can come with other
+                // manifests and compressions, say from a docker save archive): an
+                // image exports the same bytes whichever of its names brought it again.
+                if old.manifests.is_some() {
+                    stored.manifests = old.manifests;
+                    stored.layers = old.layers;
+                    stored.size = old.size;
+                }
             }
             images.insert(id.as_str(), encode(&stored).as_slice())?;
             stored
@@ -261,6 +269,9 @@ impl Meta {
             let (k, v) = row?;
             let image = decode(k.value(), v.value())?;
             roots.blobs.insert(image.id.to_string());
+            for manifest in image.manifests.iter().flat_map(|m| m.digests()) {
+                roots.blobs.insert(manifest.to_string());
+            }
             for layer in &image.layers {
                 roots.blobs.insert(layer.digest.to_string());
                 roots.snapshots.insert(layer.chain_id.to_string());

@@ -7,16 +7,20 @@
 //! snapshot share the work through per-key locks: the second waits and finds it done.
 
 use std::fs;
+use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::ImageConfiguration;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info};
 
+use crate::archive::Archive;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{Image, Layer};
@@ -29,16 +33,53 @@ use crate::unpack::{UnpackOptions, unpack_layer};
 
 /// Progress of one pull, for its log lines.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     bytes: AtomicU64,
     layers_done: AtomicU64,
     layers_total: AtomicU64,
 }
 
+/// Where an image's blobs come from: the registry endpoint that resolved its
+/// manifest, or an archive being imported.
+pub(crate) enum BlobSource<'a> {
+    Registry {
+        session: &'a Session,
+        endpoint: usize,
+    },
+    Archive {
+        archive: &'a Archive,
+        reference: String,
+    },
+}
+
+impl BlobSource<'_> {
+    /// The reference or archive the blobs are for, for messages.
+    fn label(&self) -> String {
+        match self {
+            BlobSource::Registry { session, endpoint } => {
+                session.sources[*endpoint].oci.to_string()
+            }
+            BlobSource::Archive { reference, .. } => reference.clone(),
+        }
+    }
+
+    async fn open(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<BoxStream<'static, io::Result<Bytes>>> {
+        match self {
+            BlobSource::Registry { session, endpoint } => {
+                Ok(session.blob_stream(*endpoint, digest, size).await?.stream)
+            }
+            BlobSource::Archive { archive, .. } => archive.blob_stream(digest).await,
+        }
+    }
+}
+
 /// A blob to fetch.
 struct Blob<'a> {
-    session: &'a Session,
-    source: usize,
+    source: &'a BlobSource<'a>,
     digest: &'a Digest,
     size: u64,
     progress: &'a Progress,
@@ -94,15 +135,40 @@ impl ImageStore {
     ) -> Result<Image> {
         let session = Session::new(&self.pull_options(), image, auth)?;
         let resolved = session.resolve(image).await?;
-        let blobs = manifest::blobs(&resolved.manifest)?;
+        let source = BlobSource::Registry {
+            session: &session,
+            endpoint: resolved.source,
+        };
+        self.record(image, &resolved.manifests, &source, progress)
+            .await
+    }
+
+    /// Stores the manifest blobs, the config and the layers of `image` from `source`,
+    /// unpacks the layers and records the image: the part of a pull after the
+    /// manifest, which an import shares.
+    pub(crate) async fn record(
+        &self,
+        image: &ImageRef,
+        manifests: &manifest::Fetched,
+        source: &BlobSource<'_>,
+        progress: &Progress,
+    ) -> Result<Image> {
+        let blobs = manifest::blobs(&manifests.manifest)?;
         let (config_digest, config_size) = blobs.config.clone();
         let keys = blobs.layers.iter().map(|(d, _)| d.to_string());
+        let manifest_keys = manifests.blobs().map(|(d, _)| d.to_string());
         let _blobs_kept = (self.inner.protected)
-            .protect(keys.chain([config_digest.to_string()]).collect())
+            .protect(
+                keys.chain(manifest_keys)
+                    .chain([config_digest.to_string()])
+                    .collect(),
+            )
             .await;
+        for (digest, body) in manifests.blobs() {
+            self.store_blob_bytes(digest, body).await?;
+        }
         self.fetch_blob(Blob {
-            session: &session,
-            source: resolved.source,
+            source,
             digest: &config_digest,
             size: config_size,
             progress,
@@ -110,7 +176,7 @@ impl ImageStore {
         .await?;
         let config = self.read_config(&config_digest).await?;
         let reference = image.to_string();
-        let layers = manifest::layers(&reference, &resolved.top_digest, &blobs.layers, &config)?;
+        let layers = manifest::layers(&reference, &manifests.top_digest, &blobs.layers, &config)?;
         let _snapshots_kept = (self.inner.protected)
             .protect(layers.iter().map(|l| l.chain_id.to_string()).collect())
             .await;
@@ -119,14 +185,11 @@ impl ImageStore {
             .store(layers.len() as u64, Ordering::Relaxed);
         // Owned layers and futures built up front: a closure over `&Layer` makes the
         // pull future fail the higher-ranked `Send` check the gRPC server needs.
-        let session = &session;
-        let source = resolved.source;
         let fetches: Vec<_> = layers
             .iter()
             .cloned()
             .map(|layer| async move {
                 self.fetch_blob(Blob {
-                    session,
                     source,
                     digest: &layer.digest,
                     size: layer.size,
@@ -142,18 +205,46 @@ impl ImageStore {
             .buffer_unordered(self.inner.opts.max_concurrent_downloads)
             .try_collect::<Vec<()>>()
             .await?;
-        let size = resolved.manifest_bytes.saturating_add(blobs.size());
+        let size = manifests.bytes().saturating_add(blobs.size());
         let record = Image {
             id: config_digest,
             repo_tags: image.tag().map(|_| image.to_string()).into_iter().collect(),
-            repo_digests: vec![image.with_digest(&resolved.top_digest).to_string()],
+            repo_digests: vec![image.with_digest(&manifests.top_digest).to_string()],
             size,
             config,
             layers,
             pinned: self.inner.pinned.contains(&image.to_string()),
+            manifests: Some(manifests.record()),
         };
         self.meta("record image", move |meta| meta.put(record))
             .await
+    }
+
+    /// Stores `body`, already checked to be the blob `digest`, unless it is stored.
+    async fn store_blob_bytes(&self, digest: &Digest, body: &[u8]) -> Result<()> {
+        let path = self.inner.paths.blob(digest);
+        let _one_write = self.inner.locks.lock(digest.as_str()).await;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(());
+        }
+        let tmp = self.blob_temp_file()?;
+        let body = body.to_vec();
+        blocking("store blob", move || {
+            let mut file = tmp.as_file();
+            std::io::Write::write_all(&mut file, &body).map_err(Error::io("write", tmp.path()))?;
+            file.sync_all().map_err(Error::io("fsync", tmp.path()))?;
+            persist_blob(tmp, &path)
+        })
+        .await
+    }
+
+    /// A temp file in `tmp/`, removed when dropped unless persisted.
+    pub(crate) fn blob_temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        let tmp_dir = self.inner.paths.tmp();
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(Error::io("create temp file in", &tmp_dir))
     }
 
     async fn read_config(&self, digest: &Digest) -> Result<ImageConfiguration> {
@@ -173,21 +264,14 @@ impl ImageStore {
             debug!(digest = %blob.digest, "blob already present");
             return Ok(());
         }
-        let tmp_dir = self.inner.paths.tmp();
         // Removed when dropped: a failed or cancelled download leaves nothing.
-        let tmp = tempfile::Builder::new()
-            .prefix("blob-")
-            .tempfile_in(&tmp_dir)
-            .map_err(Error::io("create temp file in", &tmp_dir))?;
+        let tmp = self.blob_temp_file()?;
         let mut file =
             tokio::fs::File::from_std(tmp.reopen().map_err(Error::io("open", tmp.path()))?);
-        let mut stream = blob
-            .session
-            .blob_stream(blob.source, blob.digest, blob.size)
-            .await?;
+        let mut stream = blob.source.open(blob.digest, blob.size).await?;
         let opts = &self.inner.opts;
         let what = || format!("blob {}", blob.digest);
-        let reference = || blob.session.sources[blob.source].oci.to_string();
+        let reference = || blob.source.label();
         let mut hasher = Hasher::for_digest(blob.digest);
         let mut received = 0u64;
         let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
@@ -243,14 +327,7 @@ impl ImageStore {
             .await
             .map_err(Error::io("fsync", tmp.path()))?;
         drop(file);
-        blocking("store blob", move || {
-            let dir = path.parent().expect("blob paths have a parent");
-            fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-            tmp.persist(&path)
-                .map_err(|e| Error::io("rename into", &path)(e.error))?;
-            sync_dir(dir)
-        })
-        .await?;
+        blocking("store blob", move || persist_blob(tmp, &path)).await?;
         self.inner
             .counters
             .blobs_downloaded
@@ -318,6 +395,15 @@ impl ImageStore {
         })
         .await
     }
+}
+
+/// Renames the verified, synced `tmp` to the blob `path`.
+fn persist_blob(tmp: tempfile::NamedTempFile, path: &std::path::Path) -> Result<()> {
+    let dir = path.parent().expect("blob paths have a parent");
+    fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io("rename into", path)(e.error))?;
+    sync_dir(dir)
 }
 
 fn rate(bytes: u64, elapsed: Duration) -> u64 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol, SizedStream};
 use oci_client::errors::OciDistributionError;
-use oci_client::manifest::{self as oci_manifest, OciDescriptor, OciImageManifest};
+use oci_client::manifest::{self as oci_manifest, OciDescriptor};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use tracing::{debug, warn};
@@ -38,12 +38,8 @@ pub(crate) struct Source {
 pub(crate) struct Resolved {
     /// Index into [`Session::sources`] of the endpoint that answered.
     pub(crate) source: usize,
-    /// Digest of what the reference names: the index if there is one, else the
-    /// manifest. It is the image's repo digest.
-    pub(crate) top_digest: Digest,
-    /// Bytes of the index (if any) and the manifest.
-    pub(crate) manifest_bytes: u64,
-    pub(crate) manifest: OciImageManifest,
+    /// The manifest blobs, as fetched and verified.
+    pub(crate) manifests: manifest::Fetched,
 }
 
 /// The client, credentials and endpoints of one pull.
@@ -161,48 +157,29 @@ impl Session {
         let top_digest = Digest::sha256_of(&body);
         if let Some(want) = image.digest()
             && want.algorithm() == "sha256"
-            && *want != top_digest
         {
-            return Err(Error::DigestMismatch {
-                expected: want.clone(),
-                actual: top_digest,
-                size: body.len() as u64,
-            });
+            manifest::check_digest(want, &body)?;
         }
-        let index = match manifest::parse_top(&self.reference, &top_digest, &body)? {
-            TopLevel::Manifest(manifest) => {
-                return Ok(Resolved {
-                    source,
-                    manifest_bytes: body.len() as u64,
-                    top_digest,
-                    manifest: *manifest,
-                });
+        let platform = match manifest::parse_top(&self.reference, &top_digest, &body)? {
+            TopLevel::Manifest(manifest) => manifest::Platform::Same(manifest),
+            TopLevel::Index(index) => {
+                let digest = manifest::platform_entry(&self.reference, &top_digest, &index)?;
+                let inner = fetch(src.oci.clone_with_digest(digest.to_string())).await?;
+                manifest::Platform::Separate {
+                    digest,
+                    body: inner.to_vec(),
+                    index,
+                }
             }
-            TopLevel::Index(index) => index,
         };
-        let entry = manifest::choose_platform(&index.manifests).ok_or_else(|| {
-            Error::NoMatchingPlatform {
-                reference: self.reference.clone(),
-                digest: top_digest.clone(),
-                platform: format!("linux/{}", manifest::oci_arch()),
-            }
-        })?;
-        let digest = Digest::parse(&entry.digest)?;
-        let inner = fetch(src.oci.clone_with_digest(digest.to_string())).await?;
-        let actual = Digest::sha256_of(&inner);
-        if digest.algorithm() == "sha256" && actual != digest {
-            return Err(Error::DigestMismatch {
-                expected: digest,
-                actual,
-                size: inner.len() as u64,
-            });
-        }
-        let manifest = manifest::parse_manifest(&self.reference, &digest, &inner)?;
         Ok(Resolved {
             source,
-            manifest_bytes: (body.len() + inner.len()) as u64,
-            top_digest,
-            manifest,
+            manifests: manifest::Fetched::new(
+                &self.reference,
+                top_digest,
+                body.to_vec(),
+                platform,
+            )?,
         })
     }
 

@@ -1,8 +1,9 @@
 //! crust-proto owns the wire types: the CRI v1 API (`runtime.v1`, fetched by
 //! `proto/update` at a pinned k8s.io/cri-api version, never edited by hand) and crust's
 //! own crustd <-> crust-shim API (`shim.v1`) with the message limits both ends of it
-//! keep. It holds generated code and those constants only: it must never carry logic
-//! of the runtime or the shim.
+//! keep, and crust's admin API (`crust.admin.v1`, image import and export). It holds
+//! generated code and those constants only: it must never carry logic of the runtime
+//! or the shim.
 
 /// The CRI v1 API: `RuntimeService` and `ImageService`, their messages and clients.
 pub mod cri {
@@ -23,6 +24,15 @@ pub mod shim {
     /// The most output an ExecSync answer carries, stdout and stderr together: the
     /// message limit less room for the answer's other fields and framing.
     pub const EXEC_SYNC_OUTPUT_BYTES: usize = MAX_MESSAGE_BYTES - 64;
+}
+
+/// crust's own API on the CRI socket for the node's operator: image import and export.
+pub mod admin {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("crust.admin.v1");
+
+    /// The bytes of one archive chunk.
+    pub const CHUNK_BYTES: usize = 1024 * 1024;
 }
 
 #[cfg(test)]

@@ -212,9 +212,10 @@ pub async fn run(
     let runtime = RuntimeServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let image = ImageServiceServer::new(service)
+    let image = ImageServiceServer::new(service.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = crust_proto::admin::images_server::ImagesServer::new(service);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let idle = crust_idle::Idle::new();
     let trimmer = tokio::spawn(idle.clone().run(IDLE_TRIM_AFTER));
@@ -223,6 +224,7 @@ pub async fn run(
         .layer(idle.layer())
         .add_service(runtime)
         .add_service(image)
+        .add_service(admin)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -4,6 +4,7 @@
 //! (that is the shim's job, so a crustd restart stops nothing) and never panics on a
 //! request: every failure is a gRPC status naming what failed.
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod events;

@@ -46,6 +46,30 @@ enum Command {
         #[command(subcommand)]
         what: ConfigCommand,
     },
+    /// Images in and out of a running crustd as archives, for nodes without a
+    /// registry (its socket from --listen or the config file).
+    Image {
+        #[command(subcommand)]
+        what: ImageCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import the images of an archive: an OCI image layout or a `docker save`
+    /// archive, as tar (`-`: standard input). Prints each image recorded.
+    Import {
+        /// The archive, or `-`.
+        #[arg(value_name = "FILE|-")]
+        file: String,
+    },
+    /// Export images as an OCI image layout in a tar archive (`-`: standard output).
+    #[command(override_usage = "crustd image export REF... FILE|-")]
+    Export {
+        /// Image names or ids, then the archive to write, or `-`.
+        #[arg(value_name = "REF", num_args = 2.., required = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +117,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .clone()
         .or_else(|| Some(PathBuf::from(config::DEFAULT_FILE)).filter(|p| p.exists()));
     let config = load(&cli, file.as_deref())?;
+    if let Some(Command::Image { what }) = cli.command {
+        return image_command(&config.socket_path()?, what);
+    }
     let log = init_logging(&config.log_level, &config.log_format)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -139,6 +166,69 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         });
         daemon::run(config, shutdown, reloads).await?;
         Ok(())
+    })
+}
+
+/// `crustd image import|export` against the crustd serving on `socket`.
+fn image_command(socket: &Path, what: ImageCommand) -> anyhow::Result<()> {
+    use crust_runtime::admin;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(async {
+        match what {
+            ImageCommand::Import { file } => {
+                let images = if file == "-" {
+                    admin::import(socket, tokio::io::stdin()).await?
+                } else {
+                    let input = tokio::fs::File::open(&file)
+                        .await
+                        .with_context(|| format!("open {file}"))?;
+                    admin::import(socket, input).await?
+                };
+                for image in images {
+                    let names = image.repo_tags.iter().chain(&image.repo_digests);
+                    let names: Vec<&str> = names.map(String::as_str).collect();
+                    println!("imported {} {}", image.id, names.join(" "));
+                }
+                Ok(())
+            }
+            ImageCommand::Export { mut args } => {
+                let file = args.pop().expect("clap requires two arguments");
+                if file == "-" {
+                    return admin::export(socket, args, &mut tokio::io::stdout()).await;
+                }
+                // Written beside the file and renamed: a failed export leaves no
+                // partial archive under its name.
+                let path = PathBuf::from(&file);
+                let tmp = path.with_file_name(format!(
+                    ".{}.partial",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ));
+                let mut out = tokio::fs::File::create(&tmp)
+                    .await
+                    .with_context(|| format!("create {}", tmp.display()))?;
+                let written = admin::export(socket, args, &mut out).await;
+                if written.is_ok() {
+                    out.sync_all()
+                        .await
+                        .with_context(|| format!("sync {}", tmp.display()))?;
+                }
+                drop(out);
+                match written {
+                    Ok(()) => tokio::fs::rename(&tmp, &path)
+                        .await
+                        .with_context(|| format!("rename {} to {file}", tmp.display())),
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&tmp).await;
+                        Err(e)
+                    }
+                }
+            }
+        }
     })
 }
 

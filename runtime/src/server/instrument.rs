@@ -89,6 +89,12 @@ where
     }
 }
 
+/// The status a domain error answers with, for an error found after a call has
+/// answered (in the stream it returned).
+pub fn status(err: &Error) -> Status {
+    Status::new(code(err), printable(&err.to_string()))
+}
+
 /// `message` with control characters (a NUL a client put in a name, a newline) escaped
 /// as Rust does (`\0`, `\n`), so a status message is one clean line.
 fn printable(message: &str) -> String {

@@ -2,6 +2,7 @@
 //! (`<resource>_<verb>.rs`, image RPCs in `image/`); the trait impls here only route a
 //! request through `instrument::call` to that function.
 
+pub mod admin;
 pub mod cgroups;
 pub mod container_attach;
 pub mod container_create;

@@ -13,11 +13,9 @@ use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, ReopenLogRequest, ShutdownRequest,
     StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tower::service_fn;
+use tonic::transport::Channel;
 
 use super::{Error, Result};
 
@@ -87,17 +85,7 @@ impl Shims {
 }
 
 fn connect_lazy(socket: &Path) -> Channel {
-    let path = socket.to_owned();
-    // The URI is required by the API but unused: the connector dials the socket.
-    Endpoint::from_static("http://shim")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_with_connector_lazy(service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
+    crate::admin::unix_channel(socket, CONNECT_TIMEOUT)
 }
 
 /// One shim's API, with errors naming its container.

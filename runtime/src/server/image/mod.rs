@@ -73,6 +73,7 @@ mod tests {
             size: 10,
             config: serde_json::from_value(config).unwrap(),
             layers: vec![],
+            manifests: None,
             pinned: false,
         }
     }
