@@ -59,20 +59,25 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
         .unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
-    let ctr = create(
-        &mut rt,
-        &pod,
-        &config,
-        container_config(
-            "main",
-            &[
-                "sh",
-                "-c",
-                "trap '' TERM; echo hello; echo oops >&2; hostname; exec sleep 1000",
-            ],
-        ),
-    )
-    .await;
+    let mut main = container_config(
+        "main",
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo hello; echo oops >&2; hostname; exec sleep 1000",
+        ],
+    );
+    // What kubelet gives a Guaranteed pod's container: root with CAP_SYS_RESOURCE
+    // lowers the score below its own; without it (as on some VMs) the score stays at
+    // crustd's own.
+    main.linux = Some(crust_proto::cri::LinuxContainerConfig {
+        resources: Some(crust_proto::cri::LinuxContainerResources {
+            oom_score_adj: -997,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ctr = create(&mut rt, &pod, &config, main).await;
     assert_eq!(
         status_of(&mut rt, &ctr).await,
         ContainerState::ContainerCreated
@@ -85,6 +90,15 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
     assert!(log.contains(" stdout F hello\n"), "{log}");
     assert!(log.contains(" stderr F oops\n"), "{log}");
 
+    let out = exec(&mut rt, &ctr, &["cat", "/proc/1/oom_score_adj"], 10)
+        .await
+        .unwrap();
+    let want = if can_lower_oom_score() {
+        "-997\n".to_string()
+    } else {
+        std::fs::read_to_string("/proc/self/oom_score_adj").unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{out:?}");
     let out = exec(
         &mut rt,
         &ctr,
@@ -239,6 +253,17 @@ async fn a_pod_and_its_containers_from_run_to_remove() {
             entries(b)
         );
     }
+}
+
+/// Whether this process holds CAP_SYS_RESOURCE, which lowering an oom_score_adj needs.
+fn can_lower_oom_score() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    effective & (1 << 24) != 0
 }
 
 async fn status_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerState {

@@ -60,7 +60,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// The limits of this host that a spec must stay within.
 pub struct HostLimits {
-    /// The shim's own oom_score_adj: without CAP_SYS_RESOURCE nothing lower is allowed.
+    /// The lowest oom_score_adj the shim may set: -1000 with CAP_SYS_RESOURCE, else
+    /// its own (lowering it needs that capability).
     pub oom_score_adj: i32,
     /// The shim's hard limit of an rlimit: nothing higher can be set.
     pub rlimit_hard: fn(PosixRlimitType) -> Option<u64>,
@@ -70,7 +71,19 @@ impl HostLimits {
     /// The limits of the current process.
     pub fn current() -> Self {
         let adj = fs::read_to_string("/proc/self/oom_score_adj").ok();
-        let oom_score_adj = adj.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let own = adj.and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0);
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let oom_score_adj = if effective & (1 << CAP_SYS_RESOURCE) != 0 {
+            -1000
+        } else {
+            own
+        };
         Self {
             oom_score_adj,
             rlimit_hard: current_hard_limit,

@@ -9,11 +9,15 @@ use oci_spec::runtime::Capability;
 
 use super::caps;
 
+/// The capability that lets a process lower an `oom_score_adj`.
+const CAP_SYS_RESOURCE: u32 = 24;
+
 /// Facts about the host and crustd itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostFacts {
-    /// crustd's own `oom_score_adj`: a container's lower value is raised to it, since
-    /// root here may lack CAP_SYS_RESOURCE (containerd's `restrict_oom_score_adj`).
+    /// The lowest `oom_score_adj` a container can be given: -1000 when crustd holds
+    /// CAP_SYS_RESOURCE (as root on a node does), else crustd's own, since lowering
+    /// the score needs it (containerd's `restrict_oom_score_adj`, automatic here).
     pub oom_score_adj_floor: i32,
     /// The capabilities crustd holds (containerd's `cap.Current()`): what a privileged
     /// container, or an `add: [ALL]`, gets.
@@ -62,10 +66,20 @@ impl HostFacts {
             .find_map(|l| l.strip_prefix("CapPrm:"))
             .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
             .ok_or_else(|| io::Error::other("no CapPrm in /proc/self/status"))?;
-        let floor = fs::read_to_string("/proc/self/oom_score_adj")?
+        let own: i32 = fs::read_to_string("/proc/self/oom_score_adj")?
             .trim()
             .parse()
             .map_err(io::Error::other)?;
+        let effective = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .ok_or_else(|| io::Error::other("no CapEff in /proc/self/status"))?;
+        let floor = if effective & (1 << CAP_SYS_RESOURCE) != 0 {
+            -1000
+        } else {
+            own
+        };
         let hostname = fs::read_to_string("/proc/sys/kernel/hostname")?
             .trim()
             .to_string();
