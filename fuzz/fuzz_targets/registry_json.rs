@@ -56,6 +56,7 @@ fn record(config: ImageConfiguration, layers: Vec<crust_image_store::Layer>, siz
         config,
         layers,
         pinned: false,
+        manifests: None,
     };
     let bytes = image.to_record();
     let back = Image::from_record("id", &bytes).expect("a written record reads back");
