@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs critest against a throwaway crustd: temporary root and state dirs, its own
-# socket, its own CNI config, and the local registry as a plain-HTTP mirror of the
-# upstream registries critest names. Writes a junit report, prints
+# socket, its own CNI config, NRI on its own socket, and the local registry as a
+# plain-HTTP mirror of the upstream registries critest names. Writes a junit report, prints
 # `critest: N passed, N failed, N skipped`, and fails when a spec fails that
 # known-failures.txt does not list, or critest skips a spec that the skipped-specs
 # file does not account for.
@@ -10,7 +10,8 @@
 #   --crustd PATH          the crustd binary (default: target/debug/crustd)
 #   --endpoint unix:///P   run against the crustd already serving there instead (its
 #                          config is the caller's: CNI, the registry as mirror); the
-#                          pods the run leaves are removed at the end
+#                          pods the run leaves are removed at the end; its NRI socket,
+#                          if it serves NRI, is $CRUST_NRI_SOCKET
 #   --cri-tools DIR        crictl and critest from DIR (default: install-cri-tools.sh)
 #   --registry HOST:PORT   the local registry, started by the caller (default:
 #                          registry.sh starts it on 127.0.0.1:${CRUST_REGISTRY_PORT:-5111})
@@ -70,11 +71,18 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/crust-ct.XXXXXX")"
 chmod 0711 "$tmp"
 shm_before="$(shm_segments)"
 pid=""
+nri_socket="${CRUST_NRI_SOCKET:-}"
 if [ -n "$endpoint" ]; then
   sock="${endpoint#unix://}"
 else
   sock="$tmp/crust.sock"
   write_crustd_config "$tmp" "$registry"
+  # NRI on its own socket, for critest's NRI specs. Their plugins hold a hook for up
+  # to 2 s on purpose: a request timeout well above that keeps a loaded machine from
+  # dropping them.
+  nri_socket="$tmp/nri.sock"
+  printf '\n[nri]\nenable = true\nsocket_path = "%s"\nrequest_timeout_ms = 10000\n' \
+    "$nri_socket" >>"$tmp/config.toml"
   write_cni_config "$tmp/net.d" crust-critest crustct0 10.87.0.0/16
   "$crustd" --config "$tmp/config.toml" >"$tmp/crustd.log" 2>&1 &
   pid=$!
@@ -128,6 +136,7 @@ set +e
   --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
   --test-images-file "$here/test-images.yaml" \
   --ginkgo.no-color --ginkgo.junit-report "$tmp/junit.xml" \
+  ${nri_socket:+--nri-socket "$nri_socket"} \
   "${extra[@]}" >"$tmp/critest.log" 2>&1
 set -e
 if ! crustd_alive; then

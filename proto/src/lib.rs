@@ -1,7 +1,9 @@
 //! crust-proto owns the wire types: the CRI v1 API (`runtime.v1`, fetched by
 //! `proto/update` at a pinned k8s.io/cri-api version, never edited by hand) and crust's
 //! own crustd <-> crust-shim API (`shim.v1`) with the message limits both ends of it
-//! keep, and crust's admin API (`crust.admin.v1`, image import and export). It holds
+//! keep, crust's admin API (`crust.admin.v1`, image import and export), and the messages
+//! of NRI's API (`nri.pkg.api.v1alpha1`, fetched by `proto/update` at a pinned
+//! github.com/containerd/nri version, never edited by hand). It holds
 //! generated code and those constants only: it must never carry logic of the runtime
 //! or the shim.
 
@@ -33,6 +35,18 @@ pub mod admin {
 
     /// The bytes of one archive chunk.
     pub const CHUNK_BYTES: usize = 1024 * 1024;
+}
+
+/// NRI's API (the Node Resource Interface): the messages of its `Runtime` and `Plugin`
+/// services, which crustd's NRI adaptation carries over ttrpc.
+pub mod nri {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("nri.pkg.api.v1alpha1");
+
+    /// The fully qualified name of the service a plugin serves (crustd calls it).
+    pub const PLUGIN_SERVICE: &str = "nri.pkg.api.v1alpha1.Plugin";
+    /// The fully qualified name of the service crustd serves to plugins.
+    pub const RUNTIME_SERVICE: &str = "nri.pkg.api.v1alpha1.Runtime";
 }
 
 #[cfg(test)]

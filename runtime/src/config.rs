@@ -78,6 +78,8 @@ pub struct Config {
     pub cdi: CdiConfig,
     /// The `[metrics]` table.
     pub metrics: MetricsConfig,
+    /// The `[nri]` table.
+    pub nri: NriConfig,
 }
 
 impl Default for Config {
@@ -96,6 +98,7 @@ impl Default for Config {
             runtime: HandlerConfig::default(),
             cdi: CdiConfig::default(),
             metrics: MetricsConfig::default(),
+            nri: NriConfig::default(),
         }
     }
 }
@@ -186,6 +189,7 @@ impl Config {
                 format!("{:?} is not an IP:port", self.metrics.address),
             ));
         }
+        self.nri.validate()?;
         Ok(())
     }
 }
@@ -436,6 +440,67 @@ impl StreamingConfig {
 pub struct MetricsConfig {
     /// `IP:port` to serve `/metrics` on; empty (the default) serves none.
     pub address: String,
+}
+
+/// The `[nri]` table: NRI, the Node Resource Interface for node plugins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NriConfig {
+    /// Serve NRI: plugins are called at each pod and container event. Off by default
+    /// (containerd 2.x has it on): NRI's socket is one per node.
+    pub enable: bool,
+    /// The socket external plugins connect to.
+    pub socket_path: PathBuf,
+    /// Pre-installed plugins, each an executable `NN-name`, started by crustd.
+    pub plugin_path: PathBuf,
+    /// Pre-installed plugins' config files, `NN-name.conf` or `name.conf`.
+    pub plugin_config_path: PathBuf,
+    /// How long a plugin has to register once connected, in milliseconds.
+    pub registration_timeout_ms: u64,
+    /// How long a plugin has to answer a request (an event, Configure, Synchronize),
+    /// in milliseconds; a later answer drops the plugin.
+    pub request_timeout_ms: u64,
+    /// Accept no external plugins: only the pre-installed ones run.
+    pub disable_connections: bool,
+}
+
+impl Default for NriConfig {
+    fn default() -> Self {
+        // NRI's own defaults.
+        NriConfig {
+            enable: false,
+            socket_path: "/var/run/nri/nri.sock".into(),
+            plugin_path: "/opt/nri/plugins".into(),
+            plugin_config_path: "/etc/nri/conf.d".into(),
+            registration_timeout_ms: 5000,
+            request_timeout_ms: 2000,
+            disable_connections: false,
+        }
+    }
+}
+
+impl NriConfig {
+    /// Absolute paths, a socket path that fits, timeouts above 0.
+    pub fn validate(&self) -> Result<()> {
+        absolute("nri.socket_path", &self.socket_path)?;
+        absolute("nri.plugin_path", &self.plugin_path)?;
+        absolute("nri.plugin_config_path", &self.plugin_config_path)?;
+        if self.socket_path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(invalid(
+                "nri.socket_path",
+                format!("longer than the {MAX_SOCKET_PATH}-byte limit of a Unix socket path"),
+            ));
+        }
+        for (field, v) in [
+            ("nri.registration_timeout_ms", self.registration_timeout_ms),
+            ("nri.request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be above 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `[cdi]` table: where CDI spec files are (Container Device Interface).

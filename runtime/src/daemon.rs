@@ -106,6 +106,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// NRI could not start.
+    #[error(transparent)]
+    Nri(#[from] crate::nri::Error),
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -169,6 +172,7 @@ pub async fn run(
     let paths = Paths::new(&config.root, &config.state);
     let user_namespaces =
         probe_user_namespaces(shim_path.as_deref(), &paths, &config.root, &config.state).await;
+    let nri_config = config.nri.clone();
     let ctx = Arc::new(Context {
         shim_path,
         paths,
@@ -182,6 +186,7 @@ pub async fn run(
         events: Default::default(),
         cpu: Default::default(),
         streaming: streaming.streamer(),
+        nri: Arc::new(crate::nri::Nri::new(nri_config)),
     });
     let report = recover::recover(&ctx).await;
     tracing::info!(
@@ -200,6 +205,8 @@ pub async fn run(
         address: ctx.config.metrics.address.clone(),
         source,
     })?;
+    let host = Arc::downgrade(&ctx) as std::sync::Weak<dyn crate::nri::Host>;
+    ctx.nri.start(host)?;
     ctx.readiness.set_ready();
     tracing::info!(socket = %socket.display(), version = env!("CARGO_PKG_VERSION"), "crustd serving");
     // Under systemd (Type=notify, as crustd.service): started once the socket serves.

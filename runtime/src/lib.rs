@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod events;
 pub mod metrics;
 pub mod network;
+pub mod nri;
 pub mod paths;
 pub mod pod;
 pub mod recover;

@@ -22,6 +22,7 @@ use super::instrument::Steps;
 use super::names::{self, Reservation};
 use super::sandboxes::Modes;
 use crate::config::CgroupDriver;
+use crate::nri::{self, Host};
 use crate::pod::files::PodFiles;
 use crate::pod::userns::PodUserns;
 use crate::shims::{self, LaunchRequest};
@@ -271,12 +272,25 @@ async fn make(
         shim_socket: Some(dir.join(shims::SOCKET)),
         ..Default::default()
     };
-    // The bundle and the record in one task: the record before the shim, whose
+    let (spec, user) = blocking("make bundle", move || job.run()).await?;
+    steps.done("bundle");
+    // NRI plugins adjust the spec before the container exists; the sync guard, held
+    // until the record is stored, keeps a plugin registering meanwhile from missing it.
+    let sync = ctx.nri.sync_guard().await;
+    let (spec, nri_created) = if ctx.nri.enabled() {
+        let (spec, created) = nri_adjust(ctx, sandbox, id, &config, spec).await?;
+        steps.done("nri");
+        (spec, Some(created))
+    } else {
+        (spec, None)
+    };
+    // The spec and the record in one task: the record before the shim, whose
     // processes and cgroups only a record lets crustd find again; the bundle's
     // mounts and dirs are leftovers recovery removes by themselves.
     let store_ctx = Arc::clone(ctx);
-    let container = blocking("write bundle and add container record", move || {
-        metadata.user = Some(job.run()?);
+    let container = blocking("write spec and add container record", move || {
+        write_spec(&metadata.bundle_dir, &metadata.id, &spec)?;
+        metadata.user = Some(user);
         metadata.created_at = now_nanos();
         store_ctx
             .store
@@ -284,7 +298,8 @@ async fn make(
             .map_err(Error::from)
     })
     .await?;
-    steps.done("bundle and record");
+    drop(sync);
+    steps.done("spec and record");
 
     shims::launch(&LaunchRequest {
         shim: &shim,
@@ -309,7 +324,64 @@ async fn make(
         &container,
         crust_proto::cri::ContainerEventType::ContainerCreatedEvent,
     );
+    if let Some(created) = nri_created {
+        let pod = nri::convert::pod(sandbox);
+        ctx.nri
+            .post_create_container(&pod, &nri::convert::container(&container))
+            .await;
+        super::nri_host::apply_updates(ctx, created.updates).await;
+        if !created.evictions.is_empty() {
+            Arc::clone(ctx).evict(created.evictions).await;
+        }
+    }
     Ok(())
+}
+
+/// Runs NRI's CreateContainer: each plugin's adjustment applied to `spec` in turn, then
+/// the CDI devices plugins asked for injected.
+async fn nri_adjust(
+    ctx: &Arc<Context>,
+    sandbox: &Sandbox,
+    id: &ContainerId,
+    config: &ContainerConfig,
+    spec: oci_spec::runtime::Spec,
+) -> Result<(oci_spec::runtime::Spec, nri::Created)> {
+    let what = |e: String| Error::Internal {
+        what: format!("container {id}"),
+        message: e,
+    };
+    let mut json = serde_json::to_value(&spec).map_err(|e| what(format!("encode spec: {e}")))?;
+    let pod = nri::convert::pod(sandbox);
+    let base = nri::convert::container_base(id.as_str(), sandbox.metadata().id.as_str(), config);
+    let created = ctx.nri.create_container(&pod, &base, &mut json).await?;
+    let mut spec: oci_spec::runtime::Spec = serde_json::from_value(json).map_err(|e| {
+        Error::Nri(nri::Error::Adjustment {
+            plugin: "(merged)".into(),
+            what: format!("container {id}"),
+            message: format!("the adjusted spec is not an OCI spec: {e}"),
+        })
+    })?;
+    if !created.cdi_devices.is_empty() {
+        spec::cdi::inject(
+            &ctx.config.cdi.spec_dirs,
+            &mut spec,
+            created.cdi_devices.clone(),
+        )
+        .map_err(|e| invalid(format!("container {id}: NRI's CDI devices: {e}")))?;
+    }
+    Ok((spec, created))
+}
+
+/// Writes the bundle's config.json.
+fn write_spec(dir: &Path, id: &ContainerId, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let what = format!("container {id}");
+    let json = serde_json::to_string(spec).map_err(|e| Error::Internal {
+        what: what.clone(),
+        message: format!("encode spec: {e}"),
+    })?;
+    let file = dir.join("config.json");
+    crate::pod::files::write_state_file(&file, &json, 0o600)
+        .map_err(Error::io(what, "write", &file))
 }
 
 /// The CRI log file: the pod's log directory joined with the container's log path.
@@ -363,8 +435,9 @@ impl BundleJob {
         format!("container {}", self.id)
     }
 
-    /// Writes the bundle; returns the user its process runs as.
-    fn run(mut self) -> Result<ProcessUser> {
+    /// Makes the bundle's dirs and mounts; returns its spec and the user its process
+    /// runs as.
+    fn run(mut self) -> Result<(oci_spec::runtime::Spec, ProcessUser)> {
         let mut steps = Steps::new("CreateContainer", &self.id);
         let paths = &self.ctx.paths;
         let dir = paths.container_dir(&self.id);
@@ -412,27 +485,17 @@ impl BundleJob {
         }
         let spec = self.spec(&rootfs)?;
         steps.done("spec");
-        let json = serde_json::to_string(&spec).map_err(|e| Error::Internal {
-            what: self.what(),
-            message: format!("encode spec: {e}"),
-        })?;
-        let file = dir.join("config.json");
-        crate::pod::files::write_state_file(&file, &json, 0o600).map_err(Error::io(
-            self.what(),
-            "write",
-            &file,
-        ))?;
-        steps.done("write config.json");
         let user = spec
             .process()
             .as_ref()
             .map(|p| p.user().clone())
             .unwrap_or_default();
-        Ok(ProcessUser {
+        let user = ProcessUser {
             uid: user.uid(),
             gid: user.gid(),
             supplemental_groups: user.additional_gids().clone().unwrap_or_default(),
-        })
+        };
+        Ok((spec, user))
     }
 
     /// Creates missing host paths of CRI mounts (as directories, like containerd) and

@@ -9,6 +9,7 @@ use crust_proto::cri::{RemoveContainerRequest, RemoveContainerResponse};
 use super::Context;
 use super::containers;
 use super::error::Result;
+use crate::nri;
 use crate::store::ErrorKind;
 
 /// Removes the container; idempotent.
@@ -22,6 +23,18 @@ pub async fn remove_container(
         Err(e) => return Err(e.into()),
     };
     containers::stop(ctx, &c, Duration::ZERO).await?;
+    // NRI's view of it, while its bundle is there.
+    let seen = ctx.nri.enabled().then(|| {
+        let pod = ctx.store.get_sandbox(&c.metadata().sandbox_id).ok();
+        (
+            pod.map(|p| nri::convert::pod(&p)),
+            nri::convert::container(&c),
+        )
+    });
     containers::teardown(ctx, &c.metadata().id).await?;
+    if let Some((Some(pod), container)) = seen {
+        let updates = ctx.nri.remove_container(&pod, &container).await;
+        super::nri_host::apply_updates(ctx, updates).await;
+    }
     Ok(RemoveContainerResponse {})
 }

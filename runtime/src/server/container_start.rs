@@ -38,6 +38,15 @@ pub async fn start_container(
         what: format!("container {id}"),
         message: "no shim recorded".into(),
     })?;
+    let nri_seen = ctx.nri.enabled().then(|| {
+        (
+            crate::nri::convert::pod(&sandbox),
+            crate::nri::convert::container(&c),
+        )
+    });
+    if let Some((pod, container)) = &nri_seen {
+        ctx.nri.start_container(pod, container).await?;
+    }
     let pid = ctx.shims.get(id.as_str(), &socket).start().await?;
     let store_ctx = Arc::clone(ctx);
     let cid = id.clone();
@@ -48,6 +57,12 @@ pub async fn start_container(
     })
     .await?;
     containers::publish(ctx, &c, ContainerEventType::ContainerStartedEvent);
+    if nri_seen.is_some() {
+        let pod = crate::nri::convert::pod(&sandbox);
+        ctx.nri
+            .post_start_container(&pod, &crate::nri::convert::container(&c))
+            .await;
+    }
     containers::watch(Arc::clone(ctx), c);
     Ok(StartContainerResponse {})
 }

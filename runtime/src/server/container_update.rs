@@ -1,15 +1,19 @@
 //! UpdateContainerResources: new cgroup limits for a created or running container,
-//! applied through libcgroups to its cgroup and recorded for ContainerStatus.
+//! applied through libcgroups to its cgroup and recorded for ContainerStatus. NRI
+//! plugins see the update first and may change it.
 
 use std::sync::Arc;
 
-use crust_proto::cri::{UpdateContainerResourcesRequest, UpdateContainerResourcesResponse};
+use crust_proto::cri::{
+    LinuxContainerResources, UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
+};
 
 use super::Context;
 use super::cgroups;
 use super::error::{Error, Result, blocking};
+use crate::nri;
 use crate::spec;
-use crate::store::ContainerState;
+use crate::store::{Container, ContainerState};
 
 /// Applies the new Linux resources.
 pub async fn update_container_resources(
@@ -32,6 +36,33 @@ pub async fn update_container_resources(
     let Some(linux) = req.linux else {
         return Ok(UpdateContainerResourcesResponse {});
     };
+    let (linux, others) = if ctx.nri.enabled() {
+        let pod = ctx.store.get_sandbox(&c.metadata().sandbox_id)?;
+        let (pod, container) = (nri::convert::pod(&pod), nri::convert::container(&c));
+        let asked = nri::convert::resources_to_nri(&linux);
+        let (resources, others) = ctx.nri.update_container(&pod, &container, asked).await?;
+        (nri::convert::resources_to_cri(&resources, linux), others)
+    } else {
+        (linux, Vec::new())
+    };
+    apply_resources(ctx, &c, linux).await?;
+    if ctx.nri.enabled() {
+        super::nri_host::apply_updates(ctx, others).await;
+        let pod = ctx.store.get_sandbox(&c.metadata().sandbox_id)?;
+        let (pod, container) = (nri::convert::pod(&pod), nri::convert::container(&c));
+        ctx.nri.post_update_container(&pod, &container).await;
+    }
+    Ok(UpdateContainerResourcesResponse {})
+}
+
+/// Applies new Linux resources to the container's cgroup and records them.
+pub async fn apply_resources(
+    ctx: &Arc<Context>,
+    c: &Container,
+    linux: LinuxContainerResources,
+) -> Result<()> {
+    let id = c.metadata().id.clone();
+    let what = format!("container {id}");
     let resources = spec::linux_resources(id.as_str(), &linux, &ctx.host)?;
     let cgroup = cgroups::Cgroup::parse(&c.metadata().cgroups_path);
     cgroups::apply(what, cgroup, resources).await?;
@@ -42,6 +73,5 @@ pub async fn update_container_resources(
             Ok::<_, Error>(())
         })
     })
-    .await?;
-    Ok(UpdateContainerResourcesResponse {})
+    .await
 }

@@ -106,6 +106,7 @@ pub async fn record_exit(ctx: &Arc<Context>, c: &Arc<Container>, exit: ExitFile)
     .await?;
     if changed {
         publish(ctx, c, ContainerEventType::ContainerStoppedEvent);
+        super::nri_host::container_stopped(ctx, c).await;
     }
     Ok(())
 }

@@ -92,6 +92,9 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// An NRI plugin refused the event, or its adjustment can't be applied.
+    #[error(transparent)]
+    Nri(#[from] crate::nri::Error),
     /// Something failed beyond the request's control.
     #[error("{what}: {message}")]
     Internal {

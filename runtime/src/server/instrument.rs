@@ -209,6 +209,10 @@ pub fn code(err: &Error) -> Code {
             CniErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
             CniErrorKind::Internal => Code::Internal,
         },
+        // containerd answers a plugin's refusal as Unknown, the code of an error
+        // status without one.
+        Error::Nri(crate::nri::Error::Adjustment { .. }) => Code::FailedPrecondition,
+        Error::Nri(_) => Code::Unknown,
         Error::FsUsage(_)
         | Error::PodNamespace(_)
         | Error::Shm(_)

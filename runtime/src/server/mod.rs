@@ -25,6 +25,7 @@ pub mod image;
 pub mod image_volumes;
 pub mod instrument;
 pub mod names;
+pub mod nri_host;
 pub mod runtime_config;
 pub mod runtime_status;
 pub mod runtime_update_config;
@@ -90,6 +91,8 @@ pub struct Context {
     /// Pods can have their own user namespace: the kernel lets crust make one and
     /// idmapped mounts work on the root dir's filesystem (probed at start-up).
     pub user_namespaces: bool,
+    /// NRI: the node's plugins, called at each pod and container event.
+    pub nri: Arc<crate::nri::Nri>,
 }
 
 impl Context {

@@ -23,5 +23,10 @@ pub async fn remove_pod_sandbox(
     // Running containers are forcibly stopped first, as CRI asks.
     sandboxes::stop(ctx, &sandbox).await?;
     sandboxes::teardown(ctx, &sandbox.metadata().id).await?;
+    if ctx.nri.enabled() {
+        ctx.nri
+            .remove_pod_sandbox(&crate::nri::convert::pod(&sandbox))
+            .await;
+    }
     Ok(RemovePodSandboxResponse {})
 }

@@ -19,6 +19,7 @@ use super::names::{self, Reservation};
 use super::sandboxes::{self, Modes};
 use crate::config::CgroupDriver;
 use crate::network::netns;
+use crate::nri;
 use crate::pod;
 use crate::spec;
 use crate::store::{SandboxId, SandboxMetadata, SandboxStatus, now_nanos, sandbox_name};
@@ -196,6 +197,15 @@ async fn set_up(
         (path, content)
     });
     let owner = userns.map(|u| u.root());
+    // NRI plugins see the pod before it is READY; a refusal undoes it. The sync guard
+    // keeps a plugin registering meanwhile from missing it.
+    let _sync = ctx.nri.sync_guard().await;
+    if ctx.nri.enabled() {
+        let mut pod = nri::convert::pod(&*ctx.store.get_sandbox(&m.id)?);
+        pod.ips = ips.clone();
+        ctx.nri.run_pod_sandbox(&pod).await?;
+        steps.done("nri");
+    }
     blocking("mark sandbox ready", move || {
         if let Some((path, content)) = hosts {
             write_pod_file(&format!("sandbox {sid}"), &path, &content, owner)?;

@@ -27,7 +27,36 @@ pub async fn update_pod_sandbox_resources(
             message: "sandbox is not ready".into(),
         });
     }
-    let Some(linux) = req.resources else {
+    let pod = ctx
+        .nri
+        .enabled()
+        .then(|| crate::nri::convert::pod(&sandbox));
+    if let Some(pod) = &pod {
+        let nri = crate::nri::convert::resources_to_nri;
+        ctx.nri
+            .update_pod_sandbox(
+                pod,
+                req.overhead.as_ref().map(nri),
+                req.resources.as_ref().map(nri),
+            )
+            .await?;
+    }
+    let applied = apply(ctx, &sandbox, req.resources).await;
+    if let Some(pod) = &pod {
+        ctx.nri.post_update_pod_sandbox(pod).await;
+    }
+    applied
+}
+
+/// Applies the pod's new resources to a pod cgroup crust made.
+async fn apply(
+    ctx: &Arc<Context>,
+    sandbox: &crate::store::Sandbox,
+    resources: Option<crust_proto::cri::LinuxContainerResources>,
+) -> Result<UpdatePodSandboxResourcesResponse> {
+    let m = sandbox.metadata();
+    let what = format!("sandbox {}", m.id);
+    let Some(linux) = resources else {
         return Ok(UpdatePodSandboxResourcesResponse {});
     };
     if !m.cgroup_parent.trim_end_matches('/').is_empty() {

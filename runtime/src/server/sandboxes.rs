@@ -222,6 +222,11 @@ pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
         containers::refresh(ctx, c).await?;
     }
     steps.done("refresh containers");
+    // NRI plugins see the pod stop once its containers have, before its network goes.
+    if ctx.nri.enabled() {
+        ctx.nri.stop_pod_sandbox(&crate::nri::convert::pod(s)).await;
+        steps.done("nri");
+    }
     // The exited containers' shims go while the pod leaves the network.
     let shims = futures::future::join_all(exited.iter().map(|c| containers::release_shim(ctx, c)));
     let (_, detached) = tokio::join!(shims, detach(ctx, s));

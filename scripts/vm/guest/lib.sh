@@ -33,7 +33,7 @@ vm_start_registry() {
 
 # vm_install_crustd DRIVER: crustd and crust-shim from the share in /usr/local/bin,
 # crictl too, scripts/crustd.service as the unit, /etc/crust/config.toml with the
-# local registry as mirror and the cgroup driver DRIVER, a CNI config; then (re)starts
+# local registry as mirror, the cgroup driver DRIVER and NRI on, a CNI config; then (re)starts
 # the service and waits until crustd answers.
 vm_install_crustd() {
   local driver="$1"
@@ -42,6 +42,9 @@ vm_install_crustd() {
   mkdir -p /etc/crust
   {
     printf 'log_level = "info"\n\n[cgroup]\ndriver = "%s"\n' "$driver"
+    # NRI on its default socket (critest's NRI specs); a request timeout well above
+    # the 2 s its plugins hold a hook on purpose, on a guest without KVM.
+    printf '\n[nri]\nenable = true\nrequest_timeout_ms = 10000\n'
     crustd_mirror_tables "$VM_REGISTRY"
   } >/etc/crust/config.toml
   printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30\n' "$VM_ENDPOINT" "$VM_ENDPOINT" \
