@@ -511,11 +511,6 @@ pub struct Export {
 }
 
 impl Export {
-    /// The images, as recorded.
-    pub fn images(&self) -> impl Iterator<Item = &Image> {
-        self.images.iter().map(|(_, image)| image)
-    }
-
     /// Writes the images to `out` as an OCI image layout in a tar archive, each named
     /// in `index.json` as containerd names them (`io.containerd.image.name`, and the
     /// tag as `org.opencontainers.image.ref.name`).

@@ -670,6 +670,23 @@ spec_dirs = [{cdi_dirs}]
 # IP:port of crustd's Prometheus metrics (/metrics, OpenMetrics text), e.g.
 # "127.0.0.1:1338"; empty serves none.
 address = ""
+
+[nri]
+# NRI, the Node Resource Interface: node plugins called at each pod and container
+# event, which may adjust containers. Off by default (NRI's socket is one per node).
+enable = false
+# The socket external plugins connect to.
+socket_path = "/var/run/nri/nri.sock"
+# Pre-installed plugins (executables NN-name), started by crustd.
+plugin_path = "/opt/nri/plugins"
+# Their config files, NN-name.conf or name.conf.
+plugin_config_path = "/etc/nri/conf.d"
+# How long a plugin has to register once connected, in milliseconds.
+registration_timeout_ms = 5000
+# How long a plugin has to answer a request; a later answer drops the plugin.
+request_timeout_ms = 2000
+# Accept no external plugins: only the pre-installed ones run.
+disable_connections = false
 "#,
         root = d.root.display().to_string(),
         state = d.state.display().to_string(),
