@@ -29,8 +29,8 @@ vm_accel() {
 # vm_prepare [--session]: what a guest run of crust's tests needs on the host:
 # crustd and crust-shim built (debug), crictl and critest, the local registry filled
 # with the test images, and the image; with --session (scripts/vm/test's) also the
-# test binary of runtime/tests/systemd_driver.rs and the node e2e suite's binaries
-# and images. Sets VM_RUN_ARGS to scripts/vm/run's options that hand them to the
+# test binaries of runtime/tests/systemd_driver.rs and runtime/tests/checkpoint.rs and
+# the node e2e suite's binaries and images. Sets VM_RUN_ARGS to scripts/vm/run's options that hand them to the
 # guest.
 vm_prepare() {
   local target="${CARGO_TARGET_DIR:-$CRUST_TOP/target}/debug" tools
@@ -47,10 +47,11 @@ vm_prepare() {
   local k8s
   k8s="$("$CRUST_TOP/critest-config/node-e2e-prepare.sh")"
   VM_RUN_ARGS+=(--put "$k8s/kubelet" --put "$k8s/e2e_node.test" --put "$k8s/ginkgo")
-  local json="$CRUST_LOG_DIR/vm-cargo-test-build.json" exe
+  local json="$CRUST_LOG_DIR/vm-cargo-test-build.json" exe name
   (cd "$CRUST_TOP" && step vm-cargo-test-build sh -c "cargo test --locked -p crust-runtime \
-    --test systemd_driver --no-run --message-format=json >'$json'")
-  exe="$(python3 -c '
+    --test systemd_driver --test checkpoint --no-run --message-format=json >'$json'")
+  for name in systemd_driver checkpoint; do
+    exe="$(python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
     try:
@@ -58,8 +59,9 @@ for line in open(sys.argv[1]):
     except ValueError:
         continue
     if m.get("reason") == "compiler-artifact" and m.get("executable") \
-            and m["target"]["name"] == "systemd_driver":
-        print(m["executable"])' "$json")"
-  [ -x "$exe" ] || die "cargo built no systemd_driver test binary (see $json)"
-  VM_RUN_ARGS+=(--put "$exe")
+            and m["target"]["name"] == sys.argv[2]:
+        print(m["executable"])' "$json" "$name")"
+    [ -x "$exe" ] || die "cargo built no $name test binary (see $json)"
+    VM_RUN_ARGS+=(--put "$exe")
+  done
 }

@@ -53,6 +53,12 @@ pub enum Error {
     /// libcontainer created the container but reported no init pid.
     #[error("no init pid after create")]
     NoPid,
+    /// Checkpointing the container failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// Restoring the container from its checkpoint failed.
+    #[error("restore: {0}")]
+    Restore(String),
 }
 
 /// The result of container operations.
@@ -411,6 +417,276 @@ pub fn kill_all(container: &mut Container, signal: i32) -> Result<()> {
     let signal = Signal::try_from(signal)
         .map_err(|_| LibcontainerError::InvalidInput(format!("invalid signal {signal}")))?;
     Ok(container.kill(signal, true)?)
+}
+
+/// Checkpoints the running container with CRIU into `images`, leaving it running: its
+/// bind mounts and cgroup mounts are external (the restore mounts them again), its
+/// network and PID namespaces the pod's (external too), established TCP connections
+/// and file locks kept, as CRI-O asks of its OCI runtime.
+pub fn checkpoint(container: &mut Container, images: PathBuf, work: Option<PathBuf>) -> Result<()> {
+    let log = work
+        .clone()
+        .unwrap_or_else(|| images.clone())
+        .join(CHECKPOINT_LOG);
+    let opts = libcontainer::container::CheckpointOptions {
+        ext_unix_sk: true,
+        file_locks: true,
+        image_path: images,
+        leave_running: true,
+        shell_job: false,
+        tcp_established: true,
+        work_path: work,
+        manage_cgroups_mode: rust_criu::CgMode::SOFT,
+        link_remap: true,
+    };
+    container
+        .checkpoint(&opts)
+        .map_err(|e| Error::Checkpoint(format!("{e:?}{}", log_tail(&log))))
+}
+
+/// The log libcontainer has CRIU write in the images (or work) dir of a dump.
+const CHECKPOINT_LOG: &str = "dump.log";
+
+/// The errors at the end of a CRIU log, for an error message.
+pub fn log_tail(path: &Path) -> String {
+    let Ok(text) = fs::read_to_string(path) else {
+        return String::new();
+    };
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("error"))
+        .collect();
+    let tail = &errors[errors.len().saturating_sub(5)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (CRIU: {})", tail.join(" | "))
+    }
+}
+
+/// The state of a container to be restored from a checkpoint, as libcontainer keeps
+/// it (`root/<id>`): created, no process yet, the cgroup path of its spec.
+pub fn prepare_restore(id: &str, bundle: &Path, root: &Path) -> Result<Container> {
+    let spec_path = bundle.join("config.json");
+    let spec = Spec::load(&spec_path).map_err(|source| Error::LoadSpec {
+        path: spec_path.clone(),
+        source,
+    })?;
+    let dir = root.join(id);
+    fs::create_dir_all(&dir)
+        .map_err(|e| Error::Restore(format!("create {}: {e}", dir.display())))?;
+    libcontainer::config::YoukiConfig::from_spec(&spec, id)
+        .and_then(|c| c.save(&dir))
+        .map_err(|e| Error::Restore(format!("save the cgroup config: {e}")))?;
+    let mut container = Container::new(
+        id,
+        libcontainer::container::ContainerStatus::Created,
+        None,
+        bundle,
+        &dir,
+    )?;
+    container.set_systemd(false);
+    container.save()?;
+    Ok(container)
+}
+
+/// What [`restore`] needs.
+pub struct RestoreOptions<'a> {
+    /// The container, as [`prepare_restore`] made it.
+    pub container: &'a mut Container,
+    /// CRIU's images.
+    pub images: &'a Path,
+    /// The stdio the restored process gets in place of the checkpointed one's.
+    pub stdio: &'a ChildStdio,
+    /// The container's resources, applied to its cgroup.
+    pub resources: Option<&'a LinuxResources>,
+    /// The shim's reaper: the restored init becomes the shim's child.
+    pub reaper: &'a crate::reaper::Reaper,
+}
+
+/// The descriptors file libcontainer's checkpoint writes: what the init's fds 0, 1
+/// and 2 were (`pipe:[N]`, a path).
+const DESCRIPTORS: &str = "descriptors.json";
+
+/// Restores the container's processes from CRIU's images with the helper
+/// (`crust-shim restore`, `crate::restore`): in the container's cgroup, its rootfs as
+/// root, the spec's bind mounts at their destinations, the pod's network and PID
+/// namespaces, and the given stdio in place of the pipes it had. Answers the restored
+/// init's pid and its exit's receiver.
+pub fn restore(opts: RestoreOptions<'_>) -> Result<(Pid, tokio::sync::oneshot::Receiver<i32>)> {
+    use std::io::{BufRead, BufReader};
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::process::CommandExt;
+
+    use libcgroups::common::CgroupManager;
+    let fail = |m: String| Error::Restore(m);
+    let container = opts.container;
+    let spec_path = container.bundle().join("config.json");
+    let spec = Spec::load(&spec_path).map_err(|source| Error::LoadSpec {
+        path: spec_path.clone(),
+        source,
+    })?;
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| container.bundle().join(r.path()))
+        .ok_or(Error::NoRootfs(container.bundle().join("rootfs")))?;
+    let mut args: Vec<String> = vec![
+        "restore".into(),
+        "--images".into(),
+        opts.images.display().to_string(),
+        "--root".into(),
+        root.display().to_string(),
+    ];
+    for m in spec.mounts().iter().flatten() {
+        let bind = m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
+        if let (true, Some(source)) = (bind, m.source()) {
+            args.push("--mount".into());
+            args.push(format!(
+                "{}={}",
+                m.destination().display(),
+                source.display()
+            ));
+        }
+    }
+    // The fds the helper gets (from 3 on) and what CRIU knows them as.
+    let mut inherit: Vec<(RawFd, String)> = Vec::new();
+    let descriptors = fs::read_to_string(opts.images.join(DESCRIPTORS))
+        .map_err(|e| fail(format!("read {DESCRIPTORS}: {e}")))?;
+    let descriptors: Vec<String> = serde_json::from_str(&descriptors)
+        .map_err(|e| fail(format!("parse {DESCRIPTORS}: {e}")))?;
+    let ours = [&opts.stdio.stdin, &opts.stdio.stdout, &opts.stdio.stderr];
+    for (fd, what) in ours.iter().zip(&descriptors) {
+        if what.starts_with("pipe:") {
+            inherit.push((fd.as_raw_fd(), what.clone()));
+        }
+    }
+    let mut namespaces = Vec::new();
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default()
+    {
+        let key = match ns.typ() {
+            oci_spec::runtime::LinuxNamespaceType::Network => "extRootNetNS",
+            oci_spec::runtime::LinuxNamespaceType::Pid => "extRootPidNS",
+            _ => continue,
+        };
+        if let Some(path) = ns.path() {
+            let f =
+                fs::File::open(path).map_err(|e| fail(format!("open {}: {e}", path.display())))?;
+            inherit.push((f.as_raw_fd(), key.into()));
+            namespaces.push(f);
+        }
+    }
+    let targets: Vec<(RawFd, RawFd)> = inherit
+        .iter()
+        .enumerate()
+        .map(|(i, (fd, _))| (*fd, 3 + i as RawFd))
+        .collect();
+    for (i, (_, key)) in inherit.iter().enumerate() {
+        args.push("--inherit".into());
+        args.push(format!("{}={key}", 3 + i));
+    }
+    let exe = std::env::current_exe().map_err(|e| fail(format!("the shim's binary: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    // SAFETY: only dup2 (async-signal-safe) runs in the child before exec. The
+    // sources are first moved above every target, so no dup2 overwrites a source.
+    unsafe {
+        cmd.pre_exec(move || {
+            let high = 3 + targets.len() as RawFd + 16;
+            let mut moved = Vec::with_capacity(targets.len());
+            for (i, (from, _)) in targets.iter().enumerate() {
+                let tmp = high + i as RawFd;
+                if nix::libc::dup2(*from, tmp) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                moved.push(tmp);
+            }
+            for (tmp, (_, to)) in moved.iter().zip(&targets) {
+                if nix::libc::dup2(*tmp, *to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut helper = cmd
+        .spawn()
+        .map_err(|e| fail(format!("start the restore helper: {e}")))?;
+    let helper_pid = Pid::from_raw(helper.id() as i32);
+    let _helper_exit = opts.reaper.register(helper_pid);
+    drop(namespaces);
+    let (Some(mut to), Some(from)) = (helper.stdin.take(), helper.stdout.take()) else {
+        return Err(fail("the restore helper has no stdio".into()));
+    };
+    let kill = || {
+        let _ = nix::sys::signal::kill(helper_pid, nix::sys::signal::Signal::SIGKILL);
+    };
+    let cgroup_path = container.spec()?.cgroup_path;
+    let cgroups = libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+        cgroup_path: cgroup_path.clone(),
+        systemd_cgroup: false,
+        container_name: container.id().to_owned(),
+    })
+    .map_err(|e| fail(format!("cgroup {}: {e}", cgroup_path.display())))?;
+    let joined = cgroups
+        .add_task(helper_pid)
+        .map_err(|e| e.to_string())
+        .and_then(|()| match opts.resources {
+            Some(resources) => cgroups
+                .apply(&libcgroups::common::ControllerOpt {
+                    resources,
+                    disable_oom_killer: false,
+                    oom_score_adj: None,
+                    freezer_state: None,
+                })
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        });
+    if let Err(e) = joined {
+        kill();
+        return Err(fail(format!(
+            "put the restore in cgroup {}: {e}",
+            cgroup_path.display()
+        )));
+    }
+    if let Err(e) = writeln!(to, "go") {
+        kill();
+        return Err(fail(format!("tell the restore helper: {e}")));
+    }
+    let mut line = String::new();
+    let _ = BufReader::new(from).read_line(&mut line);
+    let line = line.trim_end();
+    let pid = match line
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        Some(pid) => Pid::from_raw(pid),
+        None => {
+            kill();
+            let why = line
+                .strip_prefix("error ")
+                .unwrap_or("the helper ended without an answer");
+            return Err(fail(why.to_owned()));
+        }
+    };
+    // Registered before the helper exits and hands the init to the shim.
+    let init_exit = opts.reaper.register(pid);
+    let _ = writeln!(to, "done");
+    drop(to);
+    container.set_pid(pid.as_raw());
+    container.set_status(libcontainer::container::ContainerStatus::Running);
+    container.save()?;
+    Ok((pid, init_exit))
 }
 
 /// Deletes the container: kills what is left, removes its cgroup and state.

@@ -23,6 +23,7 @@ mod log;
 mod nspin;
 mod pause;
 mod reaper;
+mod restore;
 mod server;
 mod systemd;
 mod task;
@@ -70,6 +71,10 @@ struct Args {
     /// Use the systemd cgroup driver.
     #[arg(long)]
     systemd_cgroup: bool,
+    /// Restore the container at start from the CRIU images in this dir (a checkpoint's
+    /// `checkpoint/`) instead of starting its process.
+    #[arg(long)]
+    restore: Option<PathBuf>,
     /// Level of the shim's own log.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
     match raw.nth(1) {
         Some(a) if a == "pause" => return pause::main(raw),
         Some(a) if a == "userns" => return userns::main(raw),
+        Some(a) if a == "restore" => return restore::main(raw),
         _ => {}
     }
     let mut args = Args::parse();
@@ -208,6 +214,7 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
             tty: args.tty,
             cgroups_path: args.cgroups_path,
             systemd: args.systemd_cgroup,
+            restore: args.restore,
         };
         let task = Task::launch(&cfg, reaper)?;
         let socket = args.state.join(SOCKET);

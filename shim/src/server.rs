@@ -11,10 +11,10 @@ use crust_proto::shim::{
     AttachInput, ExecInput, IoOutput, MAX_MESSAGE_BYTES, attach_input, exec_input,
 };
 use crust_proto::shim::{
-    ExecSyncRequest, ExecSyncResponse, KillRequest, KillResponse, ReopenLogRequest,
-    ReopenLogResponse, ResizePtyRequest, ResizePtyResponse, ShutdownRequest, ShutdownResponse,
-    StartRequest, StartResponse, StateRequest, StateResponse, Status as ProtoStatus, WaitRequest,
-    WaitResponse,
+    CheckpointRequest, CheckpointResponse, ExecSyncRequest, ExecSyncResponse, KillRequest,
+    KillResponse, ReopenLogRequest, ReopenLogResponse, ResizePtyRequest, ResizePtyResponse,
+    ShutdownRequest, ShutdownResponse, StartRequest, StartResponse, StateRequest, StateResponse,
+    Status as ProtoStatus, WaitRequest, WaitResponse,
 };
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
@@ -200,6 +200,26 @@ impl Shim for ShimService {
             .resize_pty(w, h)
             .map_err(|e| to_status("resize pty", e))?;
         Ok(Response::new(ResizePtyResponse {}))
+    }
+
+    async fn checkpoint(
+        &self,
+        req: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        let req = req.into_inner();
+        if req.image_path.is_empty() || !req.image_path.starts_with('/') {
+            return Err(Status::invalid_argument(format!(
+                "checkpoint: image_path {:?} is not an absolute path",
+                req.image_path
+            )));
+        }
+        let work = (!req.work_path.is_empty()).then(|| PathBuf::from(&req.work_path));
+        let task = Arc::clone(&self.task);
+        tokio::task::spawn_blocking(move || task.checkpoint(PathBuf::from(req.image_path), work))
+            .await
+            .map_err(|e| Status::internal(format!("checkpoint: {e}")))?
+            .map_err(|e| to_status("checkpoint", e))?;
+        Ok(Response::new(CheckpointResponse {}))
     }
 
     async fn shutdown(

@@ -162,6 +162,18 @@ pub struct TaskConfig {
     pub cgroups_path: Option<PathBuf>,
     /// Use the systemd cgroup driver.
     pub systemd: bool,
+    /// Restore the container from the CRIU images in this dir at start, instead of
+    /// starting its process.
+    pub restore: Option<PathBuf>,
+}
+
+/// A container to be restored at start: CRIU's images and the stdio its process gets.
+#[derive(Debug)]
+struct RestorePlan {
+    images: PathBuf,
+    stdio: io::ChildStdio,
+    copiers: Vec<JoinHandle<()>>,
+    resources: Option<oci_spec::runtime::LinuxResources>,
 }
 
 /// The container and everything the shim holds for it.
@@ -190,6 +202,8 @@ pub struct Task {
     process: Option<oci_spec::runtime::Process>,
     /// The container's seccomp filter, which exec processes get too.
     seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// Set until the start of a container to be restored from a checkpoint.
+    restore: Mutex<Option<RestorePlan>>,
 }
 
 /// The shim's side of the init's stdio, before the container exists.
@@ -234,6 +248,9 @@ impl Task {
     /// Creates the container and starts watching it: copies its output into the log,
     /// waits for its init and records the exit.
     pub fn launch(cfg: &TaskConfig, reaper: Arc<Reaper>) -> Result<Arc<Self>> {
+        if cfg.restore.is_some() {
+            return Self::launch_restored(cfg, reaper);
+        }
         let id = cfg.id.as_str();
         let root = cfg.state_dir.join("libcontainer");
         std::fs::create_dir_all(&root).map_err(io_err(id, "create libcontainer root"))?;
@@ -289,6 +306,7 @@ impl Task {
             shutdown: watch::Sender::new(false),
             process: prepared.process,
             seccomp: prepared.seccomp,
+            restore: Mutex::new(None),
         };
         let copiers = match shim_side {
             ShimSide::Pipes(shim) => task.attach_pipes(shim),
@@ -306,6 +324,86 @@ impl Task {
         let task = Arc::new(task);
         tokio::spawn(Arc::clone(&task).watch_init(init_exit, copiers));
         Ok(task)
+    }
+
+    /// A container to be restored from a checkpoint at start: its state and cgroup
+    /// config as libcontainer keeps them, its output pipes copied to the log, no
+    /// process until the start.
+    fn launch_restored(cfg: &TaskConfig, reaper: Arc<Reaper>) -> Result<Arc<Self>> {
+        let id = cfg.id.as_str();
+        let images = cfg.restore.clone().unwrap_or_default();
+        if cfg.tty || cfg.systemd {
+            return Err(TaskError::Invalid {
+                id: id.to_owned(),
+                op: "restore",
+                reason: "crust restores containers without a terminal, under the cgroupfs \
+                         driver only"
+                    .into(),
+            });
+        }
+        let root = cfg.state_dir.join("libcontainer");
+        let log = LogFile::open(&cfg.log_path).map_err(io_err(id, "open log file"))?;
+        let host = HostLimits::current();
+        let prepared = container::prepare_spec(&cfg.bundle, id, cfg.cgroups_path.as_deref(), &host)
+            .map_err(container_err(id, "prepare spec"))?;
+        let container = container::prepare_restore(id, &cfg.bundle, &root)
+            .map_err(container_err(id, "prepare restore"))?;
+        let (child, shim) = io::pipes(cfg.stdin).map_err(io_err(id, "set up stdio"))?;
+        let oom = OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups);
+        let mut task = Task {
+            id: id.to_owned(),
+            state_dir: cfg.state_dir.clone(),
+            root,
+            container: Mutex::new(container),
+            inner: Mutex::new(Inner {
+                phase: Phase::Created,
+                pid: Pid::from_raw(0),
+                reaped: false,
+                started_at: 0,
+                exit: None,
+            }),
+            exit_tx: watch::Sender::new(None),
+            log: Arc::new(Mutex::new(log)),
+            pty: None,
+            stdin: tokio::sync::Mutex::new(None),
+            output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
+            oom,
+            scope: None,
+            reaper,
+            shutdown: watch::Sender::new(false),
+            process: prepared.process,
+            seccomp: prepared.seccomp,
+            restore: Mutex::new(None),
+        };
+        let copiers = task
+            .attach_pipes(shim)
+            .map_err(io_err(id, "attach stdio"))?;
+        *task
+            .restore
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner) = Some(RestorePlan {
+            images,
+            stdio: child,
+            copiers,
+            resources: prepared.resources,
+        });
+        Ok(Arc::new(task))
+    }
+
+    /// Restores the container from its checkpoint: see `crate::restore`.
+    fn start_restored(self: &Arc<Self>, plan: RestorePlan) -> Result<Pid> {
+        let id = self.id.clone();
+        let (pid, init_exit) = container::restore(container::RestoreOptions {
+            container: &mut lock(&self.container),
+            images: &plan.images,
+            stdio: &plan.stdio,
+            resources: plan.resources.as_ref(),
+            reaper: &self.reaper,
+        })
+        .map_err(container_err(&id, "restore"))?;
+        drop(plan.stdio);
+        tokio::spawn(Arc::clone(self).watch_init(init_exit, plan.copiers));
+        Ok(pid)
     }
 
     fn tap(&self) -> Option<broadcast::Sender<Chunk>> {
@@ -481,7 +579,7 @@ impl Task {
     }
 
     /// Lets the init exec the container's command; returns its pid.
-    pub fn start(&self) -> Result<Pid> {
+    pub fn start(self: &Arc<Self>) -> Result<Pid> {
         let mut inner = lock(&self.inner);
         if inner.phase != Phase::Created || inner.reaped {
             let phase = if inner.reaped {
@@ -491,11 +589,38 @@ impl Task {
             };
             return Err(self.wrong_state("start", phase));
         }
-        container::start(&mut lock(&self.container)).map_err(container_err(&self.id, "start"))?;
+        let plan = lock(&self.restore).take();
+        match plan {
+            Some(plan) => inner.pid = self.start_restored(plan)?,
+            None => container::start(&mut lock(&self.container))
+                .map_err(container_err(&self.id, "start"))?,
+        }
         inner.phase = Phase::Running;
         inner.started_at = exit::now_nanos();
         tracing::info!(id = %self.id, pid = %inner.pid, "started");
         Ok(inner.pid)
+    }
+
+    /// Checkpoints the running container with CRIU into `images` (its work dir `work`,
+    /// else `images`), leaving it running.
+    pub fn checkpoint(&self, images: PathBuf, work: Option<PathBuf>) -> Result<()> {
+        let (phase, reaped) = {
+            let inner = lock(&self.inner);
+            (inner.phase, inner.reaped)
+        };
+        if phase != Phase::Running || reaped {
+            return Err(TaskError::WrongState {
+                id: self.id.clone(),
+                op: "checkpoint",
+                state: if phase == Phase::Created {
+                    "created"
+                } else {
+                    "stopped"
+                },
+            });
+        }
+        let mut c = lock(&self.container);
+        container::checkpoint(&mut c, images, work).map_err(container_err(&self.id, "checkpoint"))
     }
 
     /// Sends `signal` to the init, or with `all` to every process of the container.
@@ -518,7 +643,8 @@ impl Task {
                 r => r.map_err(container_err(&self.id, "kill all")),
             };
         }
-        if reaped {
+        // A container to be restored has no process before its start.
+        if reaped || pid.as_raw() <= 0 {
             return Ok(());
         }
         container::signal_pid(pid, signal).map_err(|e| TaskError::Invalid {
@@ -557,6 +683,12 @@ impl Task {
     /// Deletes the container and asks the shim to exit. Refused while the init runs
     /// unless `force`, which kills everything first.
     pub async fn shutdown(&self, force: bool) -> Result<()> {
+        // A container never restored has no process: nothing to wait for.
+        if lock(&self.restore).take().is_some() {
+            let mut inner = lock(&self.inner);
+            inner.phase = Phase::Stopped;
+            inner.reaped = true;
+        }
         if lock(&self.inner).phase != Phase::Stopped {
             if !force {
                 return Err(self.wrong_state("shutdown", lock(&self.inner).phase));

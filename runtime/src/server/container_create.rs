@@ -111,6 +111,13 @@ async fn create(
     image_ref: String,
 ) -> Result<()> {
     let mut steps = Steps::new("CreateContainer", &id);
+    // A checkpoint archive as the image: the container is restored from it, on the
+    // image it was checkpointed from.
+    let restore = match checkpoint_archive(&image_ref) {
+        Some(archive) => Some(unpack_checkpoint(&ctx, &id, archive).await?),
+        None => None,
+    };
+    let image_ref = restore.as_ref().map_or(image_ref, |r| r.base_image.clone());
     let image = ctx
         .images
         .status_and_hold(&image_ref, id.as_str())
@@ -129,7 +136,7 @@ async fn create(
             image: &image,
             volumes,
         };
-        make(&ctx, &sandbox, &id, config, image, &mut steps).await
+        make(&ctx, &sandbox, &id, config, image, restore, &mut steps).await
     }
     .await;
     if let Err(err) = made {
@@ -200,6 +207,7 @@ async fn make(
     id: &ContainerId,
     config: ContainerConfig,
     image_use: ImageUse<'_>,
+    restore: Option<Restore>,
     steps: &mut Steps,
 ) -> Result<()> {
     let ImageUse {
@@ -242,6 +250,7 @@ async fn make(
         cgroups: cgroups.clone(),
         target_pid,
         log_path: log_path.clone(),
+        restore: restore.clone(),
     };
     let mut metadata = ContainerMetadata {
         id: id.clone(),
@@ -311,6 +320,7 @@ async fn make(
         tty: config.tty,
         cgroups_path: &cgroups,
         systemd_cgroup: driver == CgroupDriver::Systemd,
+        restore: restore.as_ref().map(|r| r.images.as_path()),
     })
     .await?;
     steps.done("shim launch");
@@ -384,6 +394,125 @@ fn write_spec(dir: &Path, id: &ContainerId, spec: &oci_spec::runtime::Spec) -> R
         .map_err(Error::io(what, "write", &file))
 }
 
+/// A container restored from a checkpoint archive, unpacked in its state dir.
+#[derive(Debug, Clone)]
+struct Restore {
+    /// CRIU's images (`checkpoint/`).
+    images: PathBuf,
+    /// The unpacked archive.
+    dir: PathBuf,
+    /// The image the checkpointed container ran (`config.dump`'s `rootfsImageRef`).
+    base_image: String,
+}
+
+/// The checkpoint archive an image reference names: an absolute path to a file, as
+/// CRI-O takes one.
+fn checkpoint_archive(image_ref: &str) -> Option<&Path> {
+    let path = Path::new(image_ref);
+    (path.is_absolute() && path.is_file()).then_some(path)
+}
+
+/// Unpacks the checkpoint archive into the container's state dir.
+async fn unpack_checkpoint(ctx: &Context, id: &ContainerId, archive: &Path) -> Result<Restore> {
+    use super::container_checkpoint::{CHECKPOINT_DIR, CONFIG_DUMP};
+    let dir = ctx.paths.container_dir(id).join("restore");
+    let (what, archive, to) = (format!("container {id}"), archive.to_owned(), dir.clone());
+    blocking("unpack checkpoint", move || {
+        let bad = |e: String| {
+            invalid(format!(
+                "{what}: checkpoint archive {}: {e}",
+                archive.display()
+            ))
+        };
+        std::fs::create_dir_all(&to).map_err(Error::io(what.clone(), "create", &to))?;
+        let file = std::fs::File::open(&archive).map_err(|e| bad(e.to_string()))?;
+        let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+        tar.set_preserve_permissions(true);
+        tar.set_overwrite(false);
+        tar.unpack(&to).map_err(|e| bad(e.to_string()))?;
+        let config =
+            std::fs::read(to.join(CONFIG_DUMP)).map_err(|e| bad(format!("{CONFIG_DUMP}: {e}")))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&config).map_err(|e| bad(format!("{CONFIG_DUMP}: {e}")))?;
+        let base_image = config["rootfsImageRef"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .or_else(|| config["rootfsImageName"].as_str())
+            .ok_or_else(|| bad(format!("{CONFIG_DUMP} names no image")))?
+            .to_owned();
+        if !to.join(CHECKPOINT_DIR).is_dir() {
+            return Err(bad(format!("no {CHECKPOINT_DIR}/")));
+        }
+        Ok(Restore {
+            images: to.join(CHECKPOINT_DIR),
+            dir: to,
+            base_image,
+        })
+    })
+    .await
+}
+
+/// Puts the checkpoint's changes of the writable layer into the mounted `rootfs`: its
+/// files (`rootfs-diff.tar`, unpacked as the tar crate does, never outside `rootfs`),
+/// and the image's files it had removed (`deleted.files`).
+fn apply_rootfs_diff(what: &str, r: &Restore, rootfs: &Path) -> Result<()> {
+    use super::container_checkpoint::{DELETED_FILES, ROOTFS_DIFF};
+    let bad = |e: String| invalid(format!("{what}: checkpoint {e}"));
+    let diff = r.dir.join(ROOTFS_DIFF);
+    if diff.exists() {
+        let file = std::fs::File::open(&diff).map_err(|e| bad(format!("{ROOTFS_DIFF}: {e}")))?;
+        let mut tar = tar::Archive::new(std::io::BufReader::new(file));
+        tar.set_preserve_permissions(true);
+        tar.set_preserve_ownerships(true);
+        tar.set_overwrite(true);
+        tar.unpack(rootfs)
+            .map_err(|e| bad(format!("{ROOTFS_DIFF}: {e}")))?;
+    }
+    let deleted = r.dir.join(DELETED_FILES);
+    if deleted.exists() {
+        let text = std::fs::read(&deleted).map_err(|e| bad(format!("{DELETED_FILES}: {e}")))?;
+        let paths: Vec<String> =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("{DELETED_FILES}: {e}")))?;
+        for p in paths {
+            remove_in_root(rootfs, &p).map_err(|e| bad(format!("{DELETED_FILES}: {p:?}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `rel` under `root`, following no symlink on the way: a path with `..`, or
+/// through a symlink, is refused.
+fn remove_in_root(root: &Path, rel: &str) -> std::result::Result<(), String> {
+    use std::path::Component;
+    let rel = Path::new(rel.trim_start_matches('/'));
+    let mut at = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let Component::Normal(name) = c else {
+            return Err("not a plain relative path".into());
+        };
+        at.push(name);
+        let meta = match std::fs::symlink_metadata(&at) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let last = i + 1 == parts.len();
+        if !last && !meta.is_dir() {
+            return Err(format!("{} is not a directory", at.display()));
+        }
+        if last {
+            let removed = if meta.is_dir() {
+                std::fs::remove_dir_all(&at)
+            } else {
+                std::fs::remove_file(&at)
+            };
+            return removed.map_err(|e| e.to_string());
+        }
+    }
+    Ok(())
+}
+
 /// The CRI log file: the pod's log directory joined with the container's log path.
 fn log_path(dir: &str, path: &str) -> Option<PathBuf> {
     if dir.is_empty() || path.is_empty() {
@@ -428,6 +557,7 @@ struct BundleJob {
     cgroups: String,
     target_pid: Option<PathBuf>,
     log_path: Option<PathBuf>,
+    restore: Option<Restore>,
 }
 
 impl BundleJob {
@@ -470,6 +600,10 @@ impl BundleJob {
             idmap: &idmap,
         })?;
         steps.done("mount overlay");
+        if let Some(r) = &self.restore {
+            apply_rootfs_diff(&self.what(), r, &rootfs)?;
+            steps.done("checkpoint's rootfs changes");
+        }
         let pin = userns.as_ref().map(|(p, _)| p.as_path());
         for v in &self.volumes {
             let source = image_volumes::mount(&self.what(), &dir, v, pin)?;
@@ -607,6 +741,24 @@ impl BundleJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removals_stay_in_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc/sub")).unwrap();
+        std::fs::write(root.join("etc/sub/f"), "").unwrap();
+        std::fs::write(tmp.path().join("outside"), "").unwrap();
+        std::os::unix::fs::symlink(tmp.path(), root.join("link")).unwrap();
+        remove_in_root(&root, "etc/sub/f").unwrap();
+        assert!(!root.join("etc/sub/f").exists());
+        remove_in_root(&root, "etc/missing/x").unwrap();
+        assert!(remove_in_root(&root, "link/outside").is_err());
+        assert!(remove_in_root(&root, "../outside").is_err());
+        assert!(tmp.path().join("outside").exists());
+        remove_in_root(&root, "/etc").unwrap();
+        assert!(!root.join("etc").exists());
+    }
 
     #[test]
     fn log_path_needs_both_parts() {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cgroups;
 pub mod container_attach;
+pub mod container_checkpoint;
 pub mod container_create;
 pub mod container_events;
 pub mod container_exec;
@@ -467,9 +468,13 @@ impl RuntimeService for CriService {
 
     async fn checkpoint_container(
         &self,
-        _: Request<CheckpointContainerRequest>,
+        r: Request<CheckpointContainerRequest>,
     ) -> Rpc<CheckpointContainerResponse> {
-        self.not_built("CheckpointContainer").await
+        let req = r.into_inner();
+        let id = req.container_id.clone();
+        let body = container_checkpoint::checkpoint_container(&self.ctx, req);
+        self.call("CheckpointContainer", &id, Verbosity::Change, body)
+            .await
     }
 
     async fn checkpoint_pod(&self, _: Request<CheckpointPodRequest>) -> Rpc<CheckpointPodResponse> {

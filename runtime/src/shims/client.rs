@@ -189,6 +189,18 @@ impl Shim {
         }
     }
 
+    /// Checkpoints the running container with CRIU into `images`, leaving it running.
+    pub async fn checkpoint(&mut self, images: &std::path::Path) -> Result<()> {
+        let req = crust_proto::shim::CheckpointRequest {
+            image_path: images.display().to_string(),
+            work_path: String::new(),
+        };
+        match self.client.checkpoint(req).await {
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.fail("checkpoint", s)),
+        }
+    }
+
     /// Deletes the container and ends the shim; `force` kills a running one first.
     pub async fn shutdown(&mut self, force: bool) -> Result<()> {
         match self.client.shutdown(ShutdownRequest { force }).await {

@@ -34,6 +34,8 @@ pub struct LaunchRequest<'a> {
     pub cgroups_path: &'a str,
     /// Use the systemd cgroup driver.
     pub systemd_cgroup: bool,
+    /// Restore the container at start from these CRIU images.
+    pub restore: Option<&'a Path>,
 }
 
 /// Runs the shim command and waits until the container is created.
@@ -58,6 +60,9 @@ pub async fn launch(req: &LaunchRequest<'_>) -> Result<()> {
     }
     if req.systemd_cgroup {
         cmd.arg("--systemd-cgroup");
+    }
+    if let Some(images) = req.restore {
+        cmd.arg("--restore").arg(images);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
