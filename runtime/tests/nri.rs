@@ -4,7 +4,8 @@
 //! pre-installed in the plugin dir with a config file and started by crustd. The
 //! plugins adjust a container's env, mounts and memory limit; they see every event of a
 //! pod and a container in order; a refusal fails CreateContainer with the plugin's
-//! message; two plugins setting one field fail it naming both; a plugin that holds an
+//! message, as does a validator's rejection of the merged adjustments; two plugins
+//! setting one field fail it naming both; a plugin that holds an
 //! event past the request timeout, or dies, does not hold pods up. Runs as root with
 //! the local registry; the pod network is bridge `crustnr0`, 10.85.0.0/24.
 
@@ -24,6 +25,7 @@ const SUBNET: &str = "10.85.0.0/24";
 const ADJUST: &str = "nri.crust.test/adjust.";
 const REFUSE: &str = "nri.crust.test/refuse";
 const HANG: &str = "nri.crust.test/hang";
+const REJECT_ADJUSTED: &str = "nri.crust.test/reject-adjusted";
 
 fn plugin_binary() -> PathBuf {
     let path = std::env::var_os("CRUST_TEST_NRI_PLUGIN")
@@ -179,6 +181,28 @@ async fn nri_plugins_adjust_containers_and_see_every_event() {
         .unwrap_err();
     assert_eq!(err.code(), Code::Unknown, "{err:?}");
     assert!(err.message().contains("refused by installed"), "{err:?}");
+    // The plugins validate the merged adjustments: they reject this adjusted one.
+    let mut rejected = container_config("rejected", &["sleep", "3600"]);
+    rejected
+        .annotations
+        .insert(format!("{ADJUST}external"), data.display().to_string());
+    rejected
+        .annotations
+        .insert(REJECT_ADJUSTED.into(), "yes".into());
+    let err = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(rejected),
+            sandbox_config: Some(config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unknown, "{err:?}");
+    assert!(
+        err.message().contains("ValidateContainerAdjustment")
+            && err.message().contains("rejected by"),
+        "{err:?}"
+    );
     // Two plugins setting the same env name and mount conflict.
     let mut both = container_config("both", &["sleep", "3600"]);
     for p in ["external", "installed"] {
@@ -231,6 +255,7 @@ async fn nri_plugins_adjust_containers_and_see_every_event() {
     let expected = [
         "RunPodSandbox",
         "CreateContainer",
+        "ValidateContainerAdjustment",
         "PostCreateContainer",
         "StartContainer",
         "PostStartContainer",

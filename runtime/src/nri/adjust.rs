@@ -34,6 +34,43 @@ impl Owners {
     }
 }
 
+/// Adds `adj` to `merged`, the adjustments of all plugins so far, as validators see
+/// them: maps and lists accumulate, a later plugin's single values win.
+pub fn merge(merged: &mut api::ContainerAdjustment, adj: &api::ContainerAdjustment) {
+    merged.annotations.extend(adj.annotations.clone());
+    merged.mounts.extend(adj.mounts.iter().cloned());
+    merged.env.extend(adj.env.iter().cloned());
+    merged.rlimits.extend(adj.rlimits.iter().cloned());
+    merged.cdi_devices.extend(adj.cdi_devices.iter().cloned());
+    if !adj.args.is_empty() {
+        merged.args = adj.args.clone();
+    }
+    if let Some(h) = &adj.hooks {
+        let m = merged.hooks.get_or_insert_with(Default::default);
+        m.prestart.extend(h.prestart.iter().cloned());
+        m.create_runtime.extend(h.create_runtime.iter().cloned());
+        m.create_container
+            .extend(h.create_container.iter().cloned());
+        m.start_container.extend(h.start_container.iter().cloned());
+        m.poststart.extend(h.poststart.iter().cloned());
+        m.poststop.extend(h.poststop.iter().cloned());
+    }
+    if let Some(l) = &adj.linux {
+        let m = merged.linux.get_or_insert_with(Default::default);
+        m.devices.extend(l.devices.iter().cloned());
+        m.sysctl.extend(l.sysctl.clone());
+        if let Some(r) = &l.resources {
+            m.resources = Some(crate::nri::convert::merge_resources(
+                m.resources.take().unwrap_or_default(),
+                r,
+            ));
+        }
+        if l.oom_score_adj.is_some() {
+            m.oom_score_adj = l.oom_score_adj;
+        }
+    }
+}
+
 /// The object at `key` of `v`, made an object if it is not one.
 fn object<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
     if !v.is_object() {
@@ -409,6 +446,36 @@ mod tests {
             err.contains("00-a") && err.contains("10-b") && err.contains("env"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn merged_adjustments_accumulate_and_later_values_win() {
+        let one = api::ContainerAdjustment {
+            env: vec![api::KeyValue {
+                key: "A".into(),
+                value: "1".into(),
+            }],
+            args: vec!["a".into()],
+            ..Default::default()
+        };
+        let two = api::ContainerAdjustment {
+            env: vec![api::KeyValue {
+                key: "B".into(),
+                value: "2".into(),
+            }],
+            args: vec!["b".into()],
+            linux: Some(api::LinuxContainerAdjustment {
+                oom_score_adj: Some(api::OptionalInt { value: 5 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut merged = api::ContainerAdjustment::default();
+        merge(&mut merged, &one);
+        merge(&mut merged, &two);
+        assert_eq!(merged.env.len(), 2);
+        assert_eq!(merged.args, ["b"]);
+        assert_eq!(merged.linux.unwrap().oom_score_adj.unwrap().value, 5);
     }
 
     #[test]

@@ -468,6 +468,9 @@ impl Nri {
         }
         let what = format!("container {}", base.id);
         let mut owners = adjust::Owners::default();
+        let pristine = convert::container_from_spec(base, spec);
+        let mut merged = api::ContainerAdjustment::default();
+        let mut consulted = Vec::new();
         for p in self.plugins() {
             if !p.wants(api::Event::CreateContainer) {
                 continue;
@@ -495,6 +498,10 @@ impl Nri {
                     });
                 }
             };
+            consulted.push(api::PluginInstance {
+                name: p.name.clone(),
+                index: p.idx.clone(),
+            });
             if let Some(adjustment) = &answer.adjust {
                 let cdi =
                     adjust::apply(spec, adjustment, &p.id(), &mut owners).map_err(|message| {
@@ -505,6 +512,7 @@ impl Nri {
                         }
                     })?;
                 created.cdi_devices.extend(cdi);
+                adjust::merge(&mut merged, adjustment);
             }
             for u in answer.update {
                 if u.container_id == base.id {
@@ -519,7 +527,61 @@ impl Nri {
             }
             created.evictions.extend(answer.evict);
         }
+        let validators: Vec<_> = self
+            .plugins()
+            .into_iter()
+            .filter(|p| p.wants(api::Event::ValidateContainerAdjustment))
+            .collect();
+        if !validators.is_empty() {
+            let req = api::ValidateContainerAdjustmentRequest {
+                pod: Some(pod.clone()),
+                container: Some(pristine),
+                adjust: Some(merged),
+                update: created.updates.clone(),
+                owners: None,
+                plugins: consulted,
+            };
+            self.validate(&validators, &req, &what).await?;
+        }
         Ok(created)
+    }
+
+    /// Asks every validator, at once, whether the merged adjustment may be applied:
+    /// any refusal, rejection or failure (a validator gone or late included) fails
+    /// the create, as in NRI's adaptation.
+    async fn validate(
+        &self,
+        validators: &[Arc<Plugin>],
+        req: &api::ValidateContainerAdjustmentRequest,
+        what: &str,
+    ) -> Result<(), Error> {
+        let timeout = self.request_timeout();
+        let answers = futures::future::join_all(validators.iter().map(|p| {
+            p.call::<_, api::ValidateContainerAdjustmentResponse>(
+                "ValidateContainerAdjustment",
+                req,
+                timeout,
+            )
+        }))
+        .await;
+        for (p, answer) in validators.iter().zip(answers) {
+            let refused = |message: String| Error::Refused {
+                plugin: p.id(),
+                event: "ValidateContainerAdjustment",
+                what: what.to_owned(),
+                message,
+            };
+            match answer {
+                Ok(a) if a.reject => return Err(refused(format!("rejected: {}", a.reason))),
+                Ok(_) => {}
+                Err(CallError::Refused(message)) => return Err(refused(message)),
+                Err(CallError::Fatal(message)) => {
+                    self.forget(p, "failed a validation");
+                    return Err(refused(format!("validator failed: {message}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// PostCreateContainer.

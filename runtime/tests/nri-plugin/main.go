@@ -8,6 +8,8 @@
 //	                                          memory limit
 //	nri.crust.test/refuse: X    refuses CreateContainer
 //	nri.crust.test/hang: X      holds RunPodSandbox until its request times out
+//	nri.crust.test/reject-adjusted: X  as a validator, rejects the container when a
+//	                            plugin adjusted its env
 package main
 
 import (
@@ -26,6 +28,7 @@ const (
 	adjustKey = "nri.crust.test/adjust."
 	refuseKey = "nri.crust.test/refuse"
 	hangKey   = "nri.crust.test/hang"
+	rejectKey = "nri.crust.test/reject-adjusted"
 	memLimit  = 64 << 20
 )
 
@@ -115,6 +118,18 @@ func (p *plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.
 	adjust.AddMount(&api.Mount{Destination: "/nri", Type: "bind", Source: dir, Options: []string{"rbind", "ro"}})
 	adjust.SetLinuxMemoryLimit(memLimit)
 	return adjust, nil, nil
+}
+
+func (p *plugin) ValidateContainerAdjustment(_ context.Context, req *api.ValidateContainerAdjustmentRequest) error {
+	e := event{Event: "ValidateContainerAdjustment", Pod: req.GetPod().GetId(), Container: req.GetContainer().GetId(), Name: req.GetContainer().GetName()}
+	for _, kv := range req.GetAdjust().GetEnv() {
+		e.Env = append(e.Env, kv.GetKey()+"="+kv.GetValue())
+	}
+	p.record(e)
+	if _, ok := req.GetContainer().GetAnnotations()[rejectKey]; ok && len(req.GetAdjust().GetEnv()) > 0 {
+		return fmt.Errorf("adjusted container %s rejected by %s", req.GetContainer().GetName(), p.name)
+	}
+	return nil
 }
 
 func (p *plugin) PostCreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
