@@ -8,9 +8,8 @@ use std::path::Path;
 
 use common::{Crustd, Layout, run_crustd};
 use crust_proto::cri::{
-    CgroupDriver, CheckpointContainerRequest, ImageFsInfoRequest, PodSandboxConfig,
-    PodSandboxMetadata, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, StatusResponse,
-    VersionRequest,
+    CgroupDriver, CheckpointPodRequest, ImageFsInfoRequest, PodSandboxConfig, PodSandboxMetadata,
+    RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest, StatusResponse, VersionRequest,
 };
 
 /// Debian's containernetworking-plugins, which the test command installs.
@@ -196,14 +195,11 @@ async fn rpcs_not_built_are_unimplemented_by_name() {
     let err = d
         .runtime()
         .await
-        .checkpoint_container(CheckpointContainerRequest::default())
+        .checkpoint_pod(CheckpointPodRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert_eq!(
-        err.message(),
-        "CheckpointContainer: not implemented by crust yet"
-    );
+    assert_eq!(err.message(), "CheckpointPod: not implemented by crust yet");
 }
 
 #[tokio::test(flavor = "current_thread")]
