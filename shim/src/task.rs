@@ -167,6 +167,20 @@ pub struct TaskConfig {
     pub restore: Option<PathBuf>,
 }
 
+/// What a task in state created is made of.
+struct Parts<'a> {
+    id: &'a str,
+    state_dir: &'a Path,
+    root: PathBuf,
+    container: Container,
+    pid: Pid,
+    log: LogFile,
+    oom: OomCounter,
+    scope: Option<PathBuf>,
+    reaper: Arc<Reaper>,
+    prepared: container::Prepared,
+}
+
 /// A container to be restored at start: CRIU's images and the stdio its process gets.
 #[derive(Debug)]
 struct RestorePlan {
@@ -283,31 +297,19 @@ impl Task {
         };
         // No await since create: the reaper can't have reaped the init yet.
         let init_exit = reaper.register(pid);
-        let mut task = Task {
-            id: id.to_owned(),
-            state_dir: cfg.state_dir.clone(),
+        let parts = Parts {
+            id,
+            state_dir: &cfg.state_dir,
             root,
-            container: Mutex::new(container),
-            inner: Mutex::new(Inner {
-                phase: Phase::Created,
-                pid,
-                reaped: false,
-                started_at: 0,
-                exit: None,
-            }),
-            exit_tx: watch::Sender::new(None),
-            log: Arc::new(Mutex::new(log)),
-            pty: None,
-            stdin: tokio::sync::Mutex::new(None),
-            output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
+            container,
+            pid,
+            log,
             oom,
             scope,
             reaper,
-            shutdown: watch::Sender::new(false),
-            process: prepared.process,
-            seccomp: prepared.seccomp,
-            restore: Mutex::new(None),
+            prepared,
         };
+        let mut task = Task::created(parts);
         let copiers = match shim_side {
             ShimSide::Pipes(shim) => task.attach_pipes(shim),
             ShimSide::Console(sock) => task.attach_pty(sock, cfg.stdin),
@@ -324,6 +326,35 @@ impl Task {
         let task = Arc::new(task);
         tokio::spawn(Arc::clone(&task).watch_init(init_exit, copiers));
         Ok(task)
+    }
+
+    /// A task in state created, from its parts.
+    fn created(p: Parts<'_>) -> Task {
+        Task {
+            id: p.id.to_owned(),
+            state_dir: p.state_dir.to_owned(),
+            root: p.root,
+            container: Mutex::new(p.container),
+            inner: Mutex::new(Inner {
+                phase: Phase::Created,
+                pid: p.pid,
+                reaped: false,
+                started_at: 0,
+                exit: None,
+            }),
+            exit_tx: watch::Sender::new(None),
+            log: Arc::new(Mutex::new(p.log)),
+            pty: None,
+            stdin: tokio::sync::Mutex::new(None),
+            output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
+            oom: p.oom,
+            scope: p.scope,
+            reaper: p.reaper,
+            shutdown: watch::Sender::new(false),
+            process: p.prepared.process,
+            seccomp: p.prepared.seccomp,
+            restore: Mutex::new(None),
+        }
     }
 
     /// A container to be restored from a checkpoint at start: its state and cgroup
@@ -350,31 +381,20 @@ impl Task {
             .map_err(container_err(id, "prepare restore"))?;
         let (child, shim) = io::pipes(cfg.stdin).map_err(io_err(id, "set up stdio"))?;
         let oom = OomCounter::new(Path::new(systemd::ROOT), &prepared.cgroups);
-        let mut task = Task {
-            id: id.to_owned(),
-            state_dir: cfg.state_dir.clone(),
+        let resources = prepared.resources.clone();
+        let parts = Parts {
+            id,
+            state_dir: &cfg.state_dir,
             root,
-            container: Mutex::new(container),
-            inner: Mutex::new(Inner {
-                phase: Phase::Created,
-                pid: Pid::from_raw(0),
-                reaped: false,
-                started_at: 0,
-                exit: None,
-            }),
-            exit_tx: watch::Sender::new(None),
-            log: Arc::new(Mutex::new(log)),
-            pty: None,
-            stdin: tokio::sync::Mutex::new(None),
-            output: Mutex::new(Some(broadcast::Sender::new(ATTACH_BACKLOG))),
+            container,
+            pid: Pid::from_raw(0),
+            log,
             oom,
             scope: None,
             reaper,
-            shutdown: watch::Sender::new(false),
-            process: prepared.process,
-            seccomp: prepared.seccomp,
-            restore: Mutex::new(None),
+            prepared,
         };
+        let mut task = Task::created(parts);
         let copiers = task
             .attach_pipes(shim)
             .map_err(io_err(id, "attach stdio"))?;
@@ -385,7 +405,7 @@ impl Task {
             images,
             stdio: child,
             copiers,
-            resources: prepared.resources,
+            resources,
         });
         Ok(Arc::new(task))
     }
