@@ -180,8 +180,10 @@ stop() {
 	done
 	rm -rf "$ROOT" "$STATE" "$IPAM_DIR" "$RUNDIR/containerd.sock.ttrpc"
 	[[ $SOCK == "$RUNDIR"/* ]] && rm -f "$SOCK" "$SOCK.ttrpc"
-	# empty directories containerd 1.6 and libcni create at fixed places
+	# empty directories containerd (its shims' sockets) and libcni create at fixed
+	# places
 	rmdir /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd 2>/dev/null || true
+	rmdir "$RUNDIR" 2>/dev/null || true
 	if ip link show "$BRIDGE" >/dev/null 2>&1; then
 		ip link delete "$BRIDGE" >>"$log" 2>&1 || true
 	fi
