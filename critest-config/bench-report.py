@@ -201,7 +201,7 @@ def burst_rows(t):
 
     for name in names:
         b0 = next(burst(r, name) for r in t.ra + t.rb if burst(r, name))
-        what = "burst %d pods, %d at a time" % (b0["pods"], b0["in_flight"])
+        what = "burst %d pods, up to %d at a time" % (b0["pods"], b0["in_flight"])
         if name == "exec_burst":
             what = "exec " + what
         t.both(what + ": wall", "s", lambda r, n=name: secs(get(burst(r, n), "wall_ms")))
