@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Exec latency benchmark (not a test): the round trip of `crictl exec CONTAINER true`
 # (CRI Exec, then the streaming session over SPDY until the exit status) against a
-# throwaway crustd and against containerd (Debian's, with runc), in the same run.
+# throwaway crustd and against the containerd 2.x peer (with runc), in the same run.
 #
 # Usage: bench-exec.sh [--count N] [--transport spdy|websocket] [--crustd PATH]
 #   --count N       execs per runtime (default 200)
@@ -81,7 +81,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- what the benchmark needs
-apt_install containerd runc python3 containernetworking-plugins iptables
+apt_install python3 containernetworking-plugins iptables
 tools="$("$here/install-cri-tools.sh")"
 crictl="$tools/crictl"
 step registry "$here/registry.sh" start
@@ -107,13 +107,14 @@ wait_for_crustd "$sock" "$crictl" 30 || {
 # --- the containerd peer
 peer_env="$("$here/containerd-peer.sh" env)"
 peer_sock="$(sed -n 's/^CRUST_PEER_SOCK=//p' <<<"$peer_env")"
-if ! { [ -S "$peer_sock" ] && ctr --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
+peer_bin="$(sed -n 's/^BIN=//p' <<<"$peer_env")"
+if ! { [ -S "$peer_sock" ] && "$peer_bin/ctr" --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
   peer_started=1
 fi
 step containerd-peer "$here/containerd-peer.sh" start
 
 crust_name="crust $("$crictl" -r "unix://$sock" version 2>/dev/null | awk '/^RuntimeVersion/ { print $2 }')"
-containerd_name="containerd $(containerd --version | awk '{ print $3 }')"
+containerd_name="containerd $("$peer_bin/containerd" --version | awk '{ print $3 }')"
 
 cri() { # SOCK ARGS...
   local s="$1"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Image pull benchmark (not a test): crustd against containerd (Debian's, with runc)
+# Image pull benchmark (not a test): crustd against the containerd 2.x peer (with runc)
 # pulling the same multi-layer image (about 100 MB of gzip'd layers, built from
 # Debian packages by images/build.py) from the local registry, in the same run.
 #
@@ -85,7 +85,7 @@ trap 'exit 130' INT TERM
 
 
 # --- what the benchmark needs
-apt_install containerd runc python3
+apt_install python3
 tools="$("$here/install-cri-tools.sh")"
 crictl="$tools/crictl"
 step registry "$here/registry.sh" start
@@ -117,22 +117,17 @@ wait_for_crustd "$sock" "$crictl" 30 || {
 peer_env="$("$here/containerd-peer.sh" env)"
 peer_sock="$(sed -n 's/^CRUST_PEER_SOCK=//p' <<<"$peer_env")"
 peer_root="$(sed -n 's/^ROOT=//p' <<<"$peer_env")"
-peer_config="$(sed -n 's/^CONFIG=//p' <<<"$peer_env")"
-if ! { [ -S "$peer_sock" ] && ctr --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
+peer_bin="$(sed -n 's/^BIN=//p' <<<"$peer_env")"
+peer_pidfile="$(sed -n 's/^PIDFILE=//p' <<<"$peer_env")"
+if ! { [ -S "$peer_sock" ] && "$peer_bin/ctr" --address "$peer_sock" --connect-timeout 2s version >/dev/null 2>&1; }; then
   peer_started=1
 fi
 step containerd-peer "$here/containerd-peer.sh" start
-containerd_pid=""
-for d in /proc/[0-9]*; do
-  if [ "$(tr '\0' ' ' 2>/dev/null <"$d/cmdline")" = "containerd --config $peer_config " ]; then
-    containerd_pid="${d#/proc/}"
-    break
-  fi
-done
-[ -n "$containerd_pid" ] || fail "cannot find the containerd process of $peer_config"
+containerd_pid="$(cat "$peer_pidfile")"
+kill -0 "$containerd_pid" 2>/dev/null || fail "the containerd peer of $peer_pidfile does not run"
 
 crust_name="crust $("$crictl" -r "unix://$sock" version 2>/dev/null | awk '/^RuntimeVersion/ { print $2 }')"
-containerd_name="containerd $(containerd --version | awk '{ print $3 }')"
+containerd_name="containerd $("$peer_bin/containerd" --version | awk '{ print $3 }')"
 
 # --- helpers
 cri() { # SOCK ARGS...
@@ -177,8 +172,8 @@ remove_crust() {
 containerd_left() { # prints what containerd still holds of the image
   local ns="k8s.io" d c
   local content snapshots
-  content="$(ctr --address "$peer_sock" -n "$ns" content ls -q 2>>"$log")"
-  snapshots="$(ctr --address "$peer_sock" -n "$ns" snapshots ls 2>>"$log" | awk 'NR > 1 { print $1 }')"
+  content="$("$peer_bin/ctr" --address "$peer_sock" -n "$ns" content ls -q 2>>"$log")"
+  snapshots="$("$peer_bin/ctr" --address "$peer_sock" -n "$ns" snapshots ls 2>>"$log" | awk 'NR > 1 { print $1 }')"
   for d in "${blobs[@]}"; do
     grep -qxF "$d" <<<"$content" && echo "content $d"
   done
@@ -190,8 +185,8 @@ containerd_left() { # prints what containerd still holds of the image
   local dirs listed=0 n
   dirs="$(find "$peer_root/io.containerd.snapshotter.v1.overlayfs/snapshots" -mindepth 1 \
     -maxdepth 1 -type d 2>/dev/null | wc -l)"
-  for n in $(ctr --address "$peer_sock" namespaces ls -q 2>>"$log"); do
-    listed=$((listed + $(ctr --address "$peer_sock" -n "$n" snapshots ls 2>>"$log" | awk 'NR > 1' | wc -l)))
+  for n in $("$peer_bin/ctr" --address "$peer_sock" namespaces ls -q 2>>"$log"); do
+    listed=$((listed + $("$peer_bin/ctr" --address "$peer_sock" -n "$n" snapshots ls 2>>"$log" | awk 'NR > 1' | wc -l)))
   done
   [ "$dirs" -le "$listed" ] || echo "overlayfs: $dirs snapshot dirs for $listed snapshots"
   return 0

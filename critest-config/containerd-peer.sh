@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# A throwaway containerd (Debian's containerd 1.6 + runc) as the reference CRI
-# peer, to check the offline test images (and critest itself) against.
+# A throwaway containerd 2.x + runc (built by install-containerd.sh through the Go
+# module proxy) as the reference CRI peer of the benchmarks, and to check the
+# offline test images (and critest itself) against.
 #
-#   containerd-peer.sh start    start the local registry (registry.sh) and a
+#   containerd-peer.sh start    build containerd and runc if not yet done, start
+#                               the local registry (registry.sh) and a
 #                               containerd listening on $CRUST_PEER_SOCK
 #   containerd-peer.sh stop     remove its pods, stop it, delete its state
 #   containerd-peer.sh critest [FLAGS...]
 #                               run ${CRITEST:-critest} against the peer with
 #                               the offline test images, then remove the host
 #                               SysV shared memory segments the run left behind
-#   containerd-peer.sh env      print the settings (socket, dirs)
+#   containerd-peer.sh env      print the settings (socket, dirs, binaries, pid
+#                               file); builds nothing
 #
 # Everything is its own: root under ${CRUST_CACHE:-/var/cache/crust}/peer, state
 # and socket under /run/crust-peer (socket: ${CRUST_PEER_SOCK:-/run/crust-peer/
@@ -18,7 +21,9 @@
 # mirror of registry.k8s.io, k8s.gcr.io, gcr.io and public.ecr.aws (benchmark
 # images), and its own sandbox image
 # 127.0.0.1:PORT/crust/pause:peer (pause:3.9 stays a plain test image).
-# cgroupfs driver, restrict_oom_score_adj = true.
+# cgroupfs driver, restrict_oom_score_adj = true, NRI off. The pid of the running
+# containerd is in $PIDFILE (env prints it): a benchmark that kills and starts
+# it again writes the new one there.
 #
 # Quiet on success (except the critest output); on failure it prints what
 # failed and the end of the relevant log. Optional: CRICTL (path of crictl)
@@ -45,11 +50,10 @@ CNI_BIN=/usr/lib/cni
 BRIDGE=crustpeer0
 SANDBOX_IMAGE=127.0.0.1:$PORT/crust/pause:peer
 MIRRORED=(registry.k8s.io k8s.gcr.io gcr.io public.ecr.aws)
+# containerd, containerd-shim-runc-v2, ctr and runc
+BIN=$("$HERE/install-containerd.sh" --dir)
 
-
-
-
-ctr_() { ctr --address "$SOCK" "$@"; }
+ctr_() { "$BIN/ctr" --address "$SOCK" "$@"; }
 
 answers() { [[ -S $SOCK ]] && ctr_ --connect-timeout 2s version >/dev/null 2>&1; }
 
@@ -58,7 +62,7 @@ our_pid() { # prints the pid of the containerd we started, if it still runs
 	[[ -f $PIDFILE ]] || return 1
 	pid=$(<"$PIDFILE")
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-		tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "^containerd --config $CONFIG" &&
+		tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$BIN/containerd --config $CONFIG " &&
 		echo "$pid"
 }
 
@@ -77,7 +81,8 @@ write_config() {
 	mkdir -p "$CNI_CONF" "$CERTS_D" "$IPAM_DIR" "$ROOT" "$STATE"
 	fill "$HERE/containerd/config.toml.in" "$CONFIG" \
 		ROOT="$ROOT" STATE="$STATE" SOCK="$SOCK" SANDBOX_IMAGE="$SANDBOX_IMAGE" \
-		RUNC="$(command -v runc)" CNI_BIN="$CNI_BIN" CNI_CONF="$CNI_CONF" CERTS_D="$CERTS_D"
+		RUNC="$BIN/runc" SHIM="$BIN/containerd-shim-runc-v2" CNI_BIN="$CNI_BIN" \
+		CNI_CONF="$CNI_CONF" CERTS_D="$CERTS_D"
 	fill "$HERE/containerd/net.conflist.in" "$CNI_CONF/10-crust-peer.conflist" IPAM_DIR="$IPAM_DIR"
 	cp "$HERE/containerd/loopback.conf" "$CNI_CONF/99-loopback.conf"
 	local host
@@ -92,7 +97,8 @@ write_config() {
 }
 
 start() {
-	apt_install containerd runc containernetworking-plugins iptables iproute2
+	apt_install containernetworking-plugins iptables iproute2
+	step install-containerd "$HERE/install-containerd.sh" >/dev/null
 	[[ -x $CNI_BIN/bridge && -x $CNI_BIN/portmap && -x $CNI_BIN/loopback ]] ||
 		fail "CNI plugins missing in $CNI_BIN"
 	"$HERE/registry.sh" start
@@ -104,7 +110,8 @@ start() {
 	write_config
 	: >"$LOG"
 	# not handing our lock (or any other descriptor) to the daemon
-	spawn_detached "$LOG" containerd --config "$CONFIG"
+	# its shim found beside it and on PATH too, never Debian's
+	PATH="$BIN:$PATH" spawn_detached "$LOG" "$BIN/containerd" --config "$CONFIG"
 	local pid=$! i
 	echo "$pid" >"$PIDFILE"
 	for ((i = 0; i < 150; i++)); do
@@ -118,8 +125,8 @@ start() {
 peer_shims() { # pids of the shims serving our socket
 	local d
 	for d in /proc/[0-9]*; do
-		tr '\0' '\n' <"$d/cmdline" 2>/dev/null | grep -qxF -- "$SOCK" &&
-			tr '\0' '\n' <"$d/cmdline" 2>/dev/null | head -n1 | grep -q 'containerd-shim' &&
+		tr '\0' '\n' 2>/dev/null <"$d/cmdline" | grep -qxF -- "$SOCK" &&
+			tr '\0' '\n' 2>/dev/null <"$d/cmdline" | head -n1 | grep -q 'containerd-shim' &&
 			echo "${d#/proc/}"
 	done
 	return 0
@@ -155,12 +162,12 @@ stop() {
 		kill -9 "$pid" 2>/dev/null || true
 	done
 	# runc containers of ours that outlived their shims
-	if [[ -d $STATE/runc ]] && command -v runc >/dev/null; then
+	if [[ -d $STATE/runc && -x $BIN/runc ]]; then
 		local root
 		for root in "$STATE"/runc/*; do
 			[[ -d $root ]] || continue
-			for id in $(runc --root "$root" list -q 2>>"$log"); do
-				runc --root "$root" delete -f "$id" >>"$log" 2>&1 || true
+			for id in $("$BIN/runc" --root "$root" list -q 2>>"$log"); do
+				"$BIN/runc" --root "$root" delete -f "$id" >>"$log" 2>&1 || true
 			done
 		done
 	fi
@@ -173,8 +180,10 @@ stop() {
 	done
 	rm -rf "$ROOT" "$STATE" "$IPAM_DIR" "$RUNDIR/containerd.sock.ttrpc"
 	[[ $SOCK == "$RUNDIR"/* ]] && rm -f "$SOCK" "$SOCK.ttrpc"
-	# empty directories containerd 1.6 and libcni create at fixed places
+	# empty directories containerd (its shims' sockets) and libcni create at fixed
+	# places
 	rmdir /var/lib/cni/results /var/lib/cni /run/containerd/s /run/containerd 2>/dev/null || true
+	rmdir "$RUNDIR" 2>/dev/null || true
 	if ip link show "$BRIDGE" >/dev/null 2>&1; then
 		ip link delete "$BRIDGE" >>"$log" 2>&1 || true
 	fi
@@ -211,8 +220,8 @@ main() {
 	shift
 	mkdir -p "$PEER"
 	if [[ $cmd == env ]]; then
-		printf 'CRUST_PEER_SOCK=%s\nROOT=%s\nSTATE=%s\nCONFIG=%s\nLOG=%s\n' \
-			"$SOCK" "$ROOT" "$STATE" "$CONFIG" "$LOG"
+		printf 'CRUST_PEER_SOCK=%s\nROOT=%s\nSTATE=%s\nCONFIG=%s\nLOG=%s\nBIN=%s\nPIDFILE=%s\n' \
+			"$SOCK" "$ROOT" "$STATE" "$CONFIG" "$LOG" "$BIN" "$PIDFILE"
 		return 0
 	fi
 	if [[ $cmd == critest ]]; then

@@ -1,6 +1,7 @@
 //! The CRI calls of the workload, as kubelet makes them for a plain pod: one
 //! client over the runtime's Unix socket, pods with their own PID namespace per
-//! container (kubelet's default), the busybox image.
+//! container (kubelet's default) and a cgroup parent of their own, the busybox
+//! image.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,8 @@ use crust_proto::cri::*;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
+
+use crate::cgroups;
 
 /// The label every pod of the benchmark carries, so leftovers can be found.
 pub const LABEL: &str = "crust-bench";
@@ -149,6 +152,7 @@ impl Cri {
             log_directory: log_directory.display().to_string(),
             labels: HashMap::from([(LABEL.to_owned(), self.run.clone())]),
             linux: Some(LinuxPodSandboxConfig {
+                cgroup_parent: cgroups::parent(&self.run, name),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(namespaces()),
                     ..Default::default()
@@ -310,6 +314,117 @@ impl Cri {
             .context("ListPodSandbox")?
             .into_inner();
         Ok((t.elapsed(), r.items.len()))
+    }
+
+    /// Status, as kubelet's runtime health check; returns the time and whether both
+    /// RuntimeReady and NetworkReady are true.
+    pub async fn status(&mut self) -> Result<(Duration, bool)> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .status(StatusRequest { verbose: false })
+            .await
+            .context("Status")?
+            .into_inner();
+        let ready = |kind: &str| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.r#type == kind && c.status))
+        };
+        Ok((t.elapsed(), ready("RuntimeReady") && ready("NetworkReady")))
+    }
+
+    /// ListContainerStats without a filter; returns the time and how many it listed.
+    pub async fn list_container_stats(&mut self) -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .list_container_stats(ListContainerStatsRequest::default())
+            .await
+            .context("ListContainerStats")?
+            .into_inner();
+        Ok((t.elapsed(), r.stats.len()))
+    }
+
+    /// ListPodSandboxStats without a filter; returns the time and how many it listed.
+    pub async fn list_pod_sandbox_stats(&mut self) -> Result<(Duration, usize)> {
+        let t = Instant::now();
+        let r = self
+            .rt
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+            .await
+            .context("ListPodSandboxStats")?
+            .into_inner();
+        Ok((t.elapsed(), r.stats.len()))
+    }
+
+    /// How many of this run's containers ListContainers (without a filter, as
+    /// kubelet's relist) reports running.
+    pub async fn running_containers(&mut self) -> Result<usize> {
+        let r = self
+            .rt
+            .list_containers(ListContainersRequest::default())
+            .await
+            .context("ListContainers")?
+            .into_inner();
+        Ok(r.containers
+            .iter()
+            .filter(|c| {
+                c.state == ContainerState::ContainerRunning as i32
+                    && c.labels.get(LABEL) == Some(&self.run)
+            })
+            .count())
+    }
+
+    /// Pulls `image`; returns how long it took.
+    pub async fn pull_image(&mut self, image: &str) -> Result<Duration> {
+        let t = Instant::now();
+        self.img
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("PullImage {image}"))?;
+        Ok(t.elapsed())
+    }
+
+    /// Removes `image` if the runtime has it.
+    pub async fn remove_image(&mut self, image: &str) -> Result<()> {
+        let spec = ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        };
+        let known = self
+            .img
+            .image_status(ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })
+            .await
+            .with_context(|| format!("ImageStatus {image}"))?
+            .into_inner()
+            .image
+            .is_some();
+        if known {
+            self.img
+                .remove_image(RemoveImageRequest { image: Some(spec) })
+                .await
+                .with_context(|| format!("RemoveImage {image}"))?;
+        }
+        Ok(())
+    }
+
+    /// The same client on another channel (after the daemon was restarted).
+    pub fn with_channel(&self, channel: Channel) -> Cri {
+        Cri {
+            rt: RuntimeServiceClient::new(channel.clone()),
+            img: ImageServiceClient::new(channel),
+            ..self.clone()
+        }
     }
 
     /// The ids of this run's pods still known to the runtime.

@@ -1,13 +1,32 @@
 //! crust-bench drives one CRI runtime through a fixed workload over its socket and
-//! writes the figures as JSON: pod start (serial and 2 in parallel), pod teardown,
-//! ExecSync, the List calls with 100 pods / 200 containers running, the daemon's
-//! memory and CPU time, and the memory of the per-container processes (shims and
-//! pause processes). It is run once per runtime, the same way for each, so that the
-//! figures can be compared side by side; it never judges them. It must never leave
-//! pods behind: whatever it started is removed, also after a failure.
+//! writes the figures as JSON. Its phases, each optional (`--phases`):
+//!
+//! - classic: pod start (serial and 2 in parallel), pod teardown, ExecSync, the List
+//!   calls with 100 pods / 200 containers running, the daemon's memory, and the
+//!   memory of the per-container processes (shims and pause processes);
+//! - bursts: 100 pods started 10 at a time, then 50 at a time (kubelet starts the
+//!   pods of a node concurrently): wall time, pods per second, time per pod;
+//! - exec-burst: ExecSync in a running container while a burst starts its pods;
+//! - density: 300 pods of one container running while kubelet's polling goes on
+//!   for 60 s (List* and the stats calls every 10 s, Status every 5 s): daemon RSS
+//!   and CPU, the calls' times, and the memory of each pod's processes;
+//! - recovery: with those pods running, the daemon is SIGKILLed and started again:
+//!   the time until Status is ready and ListContainers complete;
+//! - pulls: 5 different images pulled at once, and one image of 30 small layers.
+//!
+//! It is run once per runtime, the same way for each, so that the figures can be
+//! compared side by side; it never judges them. It must never leave pods behind:
+//! whatever it started is removed, also after a failure.
 
+mod bursts;
+mod cgroups;
+mod classic;
 mod cri;
+mod daemon;
+mod density;
 mod procs;
+mod pulls;
+mod recovery;
 mod stats;
 mod workload;
 
@@ -15,17 +34,31 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use clap::Parser;
+use anyhow::{Context, Result, ensure};
+use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::cri::Cri;
-use crate::procs::{Mem, Overhead, ShimMatch};
-use crate::stats::{Summary, summarize};
+use crate::daemon::Daemon;
+use crate::procs::ShimMatch;
+use crate::recovery::Restart;
+use crate::stats::{Samples, Summary};
 
 /// Time without calls before a memory reading: runtimes may give memory back once
 /// idle (crustd does two seconds after its last call, a shim after one second).
-const QUIET: Duration = Duration::from_secs(3);
+pub const QUIET: Duration = Duration::from_secs(3);
+
+/// A part of the workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Phase {
+    Classic,
+    Bursts,
+    ExecBurst,
+    Density,
+    Recovery,
+    Pulls,
+}
 
 /// Drive a CRI runtime through the benchmark workload and print its figures as JSON.
 #[derive(Parser, Debug, Clone, Serialize)]
@@ -40,6 +73,14 @@ struct Args {
     /// Write the JSON results here too (they always go to stdout).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The phases to run (in the order of the default).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "classic,bursts,exec-burst,density,recovery,pulls"
+    )]
+    phases: Vec<Phase>,
     /// The daemon's pid, for its memory and CPU time.
     #[arg(long)]
     daemon_pid: Option<u32>,
@@ -55,46 +96,62 @@ struct Args {
     /// The image of every container (pulled first, not timed).
     #[arg(long, default_value = "registry.k8s.io/e2e-test-images/busybox:1.29-2")]
     image: String,
-    /// Pods started and torn down in each pod start phase.
+    /// classic: pods started and torn down in each pod start phase.
     #[arg(long, default_value_t = 50)]
     pods: usize,
-    /// Pods in flight at once in the parallel phase.
+    /// classic: pods in flight at once in the parallel phase.
     #[arg(long, default_value_t = 2)]
     parallel: usize,
-    /// Pods kept running for the memory, exec and list phases (two containers each
-    /// for the lists).
+    /// classic: pods kept running for the memory, exec and list phases (two
+    /// containers each for the lists).
     #[arg(long, default_value_t = 100)]
     fleet: usize,
-    /// ExecSync calls timed.
+    /// classic: ExecSync calls timed.
     #[arg(long, default_value_t = 100)]
     execs: usize,
-    /// Calls of each List RPC timed.
+    /// classic: calls of each List RPC timed.
     #[arg(long, default_value_t = 100)]
     lists: usize,
+    /// bursts, exec-burst: pods of each burst.
+    #[arg(long, default_value_t = 100)]
+    burst_pods: usize,
+    /// bursts: the starts in flight of each burst.
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
+    burst_sizes: Vec<usize>,
+    /// exec-burst: the starts in flight of its burst.
+    #[arg(long, default_value_t = 10)]
+    exec_burst_size: usize,
+    /// exec-burst: milliseconds from one ExecSync to the next.
+    #[arg(long, default_value_t = 100)]
+    exec_every_ms: u64,
+    /// density, recovery: pods running, one container each.
+    #[arg(long, default_value_t = 300)]
+    density_pods: usize,
+    /// density, recovery: starts in flight while they are started.
+    #[arg(long, default_value_t = 10)]
+    density_in_flight: usize,
+    /// density: seconds of kubelet-like polling.
+    #[arg(long, default_value_t = 60)]
+    density_secs: u64,
+    /// recovery: the daemon's command line, to start it again after the SIGKILL
+    /// (words separated by spaces).
+    #[arg(long, value_name = "COMMAND")]
+    restart: Option<String>,
+    /// recovery: append the restarted daemon's output to this file.
+    #[arg(long)]
+    restart_log: Option<PathBuf>,
+    /// recovery: write the restarted daemon's pid to this file.
+    #[arg(long)]
+    restart_pidfile: Option<PathBuf>,
+    /// pulls: an image pulled with the others at once (repeat the flag).
+    #[arg(long)]
+    pull_image: Vec<String>,
+    /// pulls: the image of many small layers.
+    #[arg(long)]
+    layers_image: Option<String>,
     /// Where the pods' log dirs go (created and removed by the benchmark).
     #[arg(long)]
     log_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Memory {
-    /// Daemon RSS when the benchmark connects, before it pulls the image.
-    daemon_rss_start_kib: Option<u64>,
-    /// Daemon RSS with the image pulled and nothing running. This and the readings
-    /// below are taken after `QUIET` without calls.
-    daemon_rss_idle_kib: Option<u64>,
-    /// Daemon RSS with `fleet` pods of one container each running.
-    daemon_rss_fleet_kib: Option<u64>,
-    /// Daemon RSS with `fleet` pods of two containers each running.
-    daemon_rss_fleet_x2_kib: Option<u64>,
-    /// Daemon RSS after everything was removed.
-    daemon_rss_end_kib: Option<u64>,
-    /// Running containers when the per-container processes were measured.
-    containers: usize,
-    /// The per-container processes with `fleet` pods of one container each.
-    overhead: Option<Overhead>,
-    /// (shims + pauses) / containers.
-    per_container: Option<Mem>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,68 +161,34 @@ struct Report {
     /// Unix time the run started.
     started: u64,
     args: Args,
-    /// Summaries of every timed phase, in milliseconds.
-    latency_ms: BTreeMap<&'static str, Summary>,
-    memory: Memory,
+    /// Summaries of every timed operation, in milliseconds.
+    latency_ms: BTreeMap<String, Summary>,
+    /// classic: the daemon's and the per-container processes' memory.
+    memory: classic::Memory,
+    bursts: Vec<bursts::Burst>,
+    exec_burst: Option<bursts::Burst>,
+    density: Option<density::Density>,
+    recovery: Option<recovery::Recovery>,
+    pulls: Option<pulls::Pulls>,
     /// The daemon's CPU time (user + system) over the whole run.
     daemon_cpu_ms: Option<u64>,
     wall_ms: u64,
 }
 
-fn note(msg: &str) {
+/// A line on stderr.
+pub fn note(msg: &str) {
     eprintln!("crust-bench: {msg}");
 }
 
-fn rss_kib(pid: Option<u32>) -> Result<Option<u64>> {
-    pid.map(|p| procs::mem(p).map(|m| m.rss_kib)).transpose()
-}
-
-/// Samples of each phase, by name.
-#[derive(Default)]
-struct Samples(BTreeMap<&'static str, Vec<Duration>>);
-
-impl Samples {
-    fn add(&mut self, name: &'static str, d: Duration) {
-        self.0.entry(name).or_default().push(d);
-    }
-
-    fn summaries(&self) -> BTreeMap<&'static str, Summary> {
-        self.0
-            .iter()
-            .filter_map(|(k, v)| Some((*k, summarize(v)?)))
-            .collect()
-    }
-}
-
-async fn pod_start_phase(
-    cri: &Cri,
+async fn run(
+    args: &Args,
+    cri: &mut Cri,
+    daemon: &mut Daemon,
+    report: &mut Report,
     s: &mut Samples,
-    names: Vec<String>,
-    workers: usize,
-    keys: [&'static str; 2],
 ) -> Result<()> {
-    let started = workload::start_pods(cri, &names, workers).await?;
-    for (_, t) in &started {
-        s.add(keys[0], t.total());
-        if workers == 1 {
-            s.add("pod_start.run_pod_sandbox", t.run_pod);
-            s.add("pod_start.create_container", t.create);
-            s.add("pod_start.start_container", t.start);
-        }
-    }
-    let pods: Vec<_> = started.into_iter().map(|(p, _)| p).collect();
-    for t in workload::stop_pods(cri, &pods, workers).await? {
-        s.add(keys[1], t.total());
-        if workers == 1 {
-            s.add("pod_teardown.stop_pod_sandbox", t.stop);
-            s.add("pod_teardown.remove_pod_sandbox", t.remove);
-        }
-    }
-    Ok(())
-}
-
-async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
-    let pid = args.daemon_pid;
+    let label = args.label.as_str();
+    let has = |p: Phase| args.phases.contains(&p);
     let shim = args
         .shim_name
         .as_ref()
@@ -175,82 +198,141 @@ async fn run(args: &Args, cri: &mut Cri, report: &mut Report) -> Result<()> {
             arg: arg.clone(),
             pause_comm: args.pause_comm.clone(),
         });
-    let mut s = Samples::default();
     let names = |phase: &str, n: usize| -> Vec<String> {
-        (0..n)
-            .map(|i| format!("{}-{phase}-{i}", args.label))
-            .collect()
+        (0..n).map(|i| format!("{label}-{phase}-{i}")).collect()
     };
 
-    // memory is read after a quiet time: a runtime may give memory back once idle
-    tokio::time::sleep(QUIET).await;
-    report.memory.daemon_rss_idle_kib = rss_kib(pid)?;
-
-    note(&format!(
-        "{}: {} pods, one at a time",
-        args.label, args.pods
-    ));
-    let keys = ["pod_start", "pod_teardown"];
-    pod_start_phase(cri, &mut s, names("serial", args.pods), 1, keys).await?;
-
-    note(&format!(
-        "{}: {} pods, {} at a time",
-        args.label, args.pods, args.parallel
-    ));
-    let keys = ["pod_start_parallel", "pod_teardown_parallel"];
-    pod_start_phase(cri, &mut s, names("par", args.pods), args.parallel, keys).await?;
-
-    note(&format!("{}: {} pods kept running", args.label, args.fleet));
-    let started = workload::start_pods(cri, &names("fleet", args.fleet), args.parallel).await?;
-    let mut fleet: Vec<_> = started.into_iter().map(|(p, _)| p).collect();
-    // let shims finish starting up and go quiet before their memory is read
-    tokio::time::sleep(QUIET).await;
-    report.memory.daemon_rss_fleet_kib = rss_kib(pid)?;
-    report.memory.containers = fleet.len();
-    if let Some(m) = &shim {
-        let o = procs::overhead(m)?;
-        let n = fleet.len().max(1) as u64;
-        report.memory.per_container = Some(Mem {
-            rss_kib: (o.shim_mem.rss_kib + o.pause_mem.rss_kib) / n,
-            pss_kib: (o.shim_mem.pss_kib + o.pause_mem.pss_kib) / n,
-        });
-        report.memory.overhead = Some(o);
+    if has(Phase::Classic) {
+        let plan = classic::Plan {
+            names: &names,
+            label,
+            pods: args.pods,
+            parallel: args.parallel,
+            fleet: args.fleet,
+            execs: args.execs,
+            lists: args.lists,
+            shim: shim.as_ref(),
+        };
+        classic::run(&plan, cri, daemon, s, &mut report.memory).await?;
     }
 
-    if let Some(c) = fleet.first().and_then(|p| p.containers.first()).cloned() {
-        note(&format!("{}: {} ExecSync", args.label, args.execs));
-        for d in workload::exec_sync(cri, &c, args.execs).await? {
-            s.add("exec_sync", d);
+    if has(Phase::Bursts) {
+        for &size in &args.burst_sizes {
+            note(&format!(
+                "{label}: burst of {} pods, {size} at a time",
+                args.burst_pods
+            ));
+            let name = format!("burst_{size}");
+            let pods = names(&format!("burst{size}"), args.burst_pods);
+            report
+                .bursts
+                .push(bursts::burst(cri, s, &name, &pods, size).await?);
         }
     }
 
-    note(&format!("{}: a second container in each pod", args.label));
-    workload::add_sidecars(cri, &mut fleet, args.parallel).await?;
-    tokio::time::sleep(QUIET).await;
-    report.memory.daemon_rss_fleet_x2_kib = rss_kib(pid)?;
-    let containers = fleet.iter().map(|p| p.containers.len()).sum();
-    note(&format!(
-        "{}: List* with {} pods, {containers} containers",
-        args.label,
-        fleet.len()
-    ));
-    let (lc, lp) = workload::lists(cri, args.lists, fleet.len(), containers).await?;
-    lc.into_iter().for_each(|d| s.add("list_containers", d));
-    lp.into_iter().for_each(|d| s.add("list_pod_sandbox", d));
-
-    note(&format!("{}: removing the pods", args.label));
-    for t in workload::stop_pods(cri, &fleet, args.parallel).await? {
-        s.add("fleet_teardown_parallel", t.total());
+    if has(Phase::ExecBurst) {
+        note(&format!(
+            "{label}: ExecSync every {} ms during a burst of {} pods, {} at a time",
+            args.exec_every_ms, args.burst_pods, args.exec_burst_size
+        ));
+        let (pod, _) = cri.start_pod(&format!("{label}-execpod")).await?;
+        let container = pod
+            .containers
+            .first()
+            .context("the exec pod has no container")?;
+        workload::exec_sync(cri, container, 0).await?;
+        let pods = names("execburst", args.burst_pods);
+        let every = Duration::from_millis(args.exec_every_ms);
+        let size = args.exec_burst_size;
+        report.exec_burst =
+            Some(bursts::exec_during_burst(cri, s, container, &pods, size, every).await?);
+        cri.stop_pod(&pod.id).await?;
     }
-    tokio::time::sleep(QUIET).await;
-    report.memory.daemon_rss_end_kib = rss_kib(pid)?;
-    report.latency_ms = s.summaries();
+
+    if has(Phase::Density) || has(Phase::Recovery) {
+        let n = args.density_pods;
+        note(&format!(
+            "{label}: {n} pods running, started {} at a time",
+            args.density_in_flight
+        ));
+        let (pods, mut d) =
+            density::start(cri, s, &names("density", n), args.density_in_flight).await?;
+        tokio::time::sleep(QUIET).await;
+        if has(Phase::Density) {
+            density::measure(&mut d, daemon, shim.as_ref())?;
+            note(&format!(
+                "{label}: kubelet-like polling for {} s",
+                args.density_secs
+            ));
+            let secs = Duration::from_secs(args.density_secs);
+            density::poll(cri, s, &mut d, daemon, secs, n).await?;
+        }
+        if has(Phase::Recovery) {
+            note(&format!(
+                "{label}: SIGKILL of the daemon with {n} pods, and a restart"
+            ));
+            let restart = Restart {
+                argv: args
+                    .restart
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+                log: args.restart_log.clone(),
+                pidfile: args.restart_pidfile.clone(),
+            };
+            report.recovery =
+                Some(recovery::recover(cri, &args.endpoint, daemon, &restart, n, n).await?);
+        }
+        note(&format!("{label}: removing the {n} pods"));
+        density::teardown(cri, &mut d, &pods).await?;
+        if has(Phase::Density) {
+            report.density = Some(d);
+        }
+    }
+
+    if has(Phase::Pulls) && (!args.pull_image.is_empty() || args.layers_image.is_some()) {
+        note(&format!(
+            "{label}: {} images pulled at once, then {}",
+            args.pull_image.len(),
+            args.layers_image
+                .as_deref()
+                .unwrap_or("no image of many layers")
+        ));
+        let layers = args.layers_image.as_deref();
+        report.pulls = Some(pulls::pulls(cri, daemon, &args.pull_image, layers).await?);
+    }
     Ok(())
+}
+
+/// Removes the pods' cgroup parents, giving the runtime a few seconds to remove
+/// the containers' cgroups below them.
+async fn remove_cgroups(run_id: &str) {
+    let mut left = Vec::new();
+    for _ in 0..20 {
+        left = cgroups::remove_run(run_id);
+        if left.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    note(&format!(
+        "{} cgroups of the pods still in use after their removal, e.g. {}",
+        left.len(),
+        left[0].display()
+    ));
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.phases.contains(&Phase::Recovery) {
+        ensure!(
+            args.restart.is_some() && args.daemon_pid.is_some(),
+            "the recovery phase needs --restart and --daemon-pid (or leave it out of --phases)"
+        );
+    }
     let log_dir = args
         .log_dir
         .clone()
@@ -264,25 +346,31 @@ async fn main() -> Result<()> {
     let mut cri = Cri::new(channel, &args.image, &log_dir, &run_id);
     let runtime = cri.version().await?;
     note(&format!("{}: {runtime} on {}", args.label, args.endpoint));
-    let rss_start = rss_kib(args.daemon_pid)?;
+    let rss_start = Daemon::new(args.daemon_pid)?.rss_kib()?;
     cri.pull().await?;
 
     let wall = Instant::now();
-    let cpu_before = args.daemon_pid.map(procs::cpu_ms).transpose()?;
+    let mut daemon = Daemon::new(args.daemon_pid)?;
     let mut report = Report {
         label: args.label.clone(),
         runtime,
         started: SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         args: args.clone(),
         latency_ms: BTreeMap::new(),
-        memory: Memory {
+        memory: classic::Memory {
             daemon_rss_start_kib: rss_start,
             ..Default::default()
         },
+        bursts: Vec::new(),
+        exec_burst: None,
+        density: None,
+        recovery: None,
+        pulls: None,
         daemon_cpu_ms: None,
         wall_ms: 0,
     };
-    let outcome = run(&args, &mut cri, &mut report).await;
+    let mut s = Samples::default();
+    let outcome = run(&args, &mut cri, &mut daemon, &mut report, &mut s).await;
     if outcome.is_err() {
         match workload::remove_leftovers(&mut cri).await {
             Ok(n) => note(&format!("removed {n} pods left by the failed run")),
@@ -292,12 +380,12 @@ async fn main() -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&log_dir);
+    remove_cgroups(&run_id).await;
     outcome?;
 
+    report.latency_ms = s.summaries();
     report.wall_ms = wall.elapsed().as_millis() as u64;
-    if let (Some(pid), Some(before)) = (args.daemon_pid, cpu_before) {
-        report.daemon_cpu_ms = Some(procs::cpu_ms(pid)?.saturating_sub(before));
-    }
+    report.daemon_cpu_ms = daemon.cpu_ms()?;
     let json = serde_json::to_string_pretty(&report)?;
     if let Some(out) = &args.out {
         std::fs::write(out, format!("{json}\n"))

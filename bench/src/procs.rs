@@ -1,6 +1,7 @@
 //! What the benchmark reads from /proc: a process's CPU time and memory, and the
 //! per-container processes of a runtime (its shims, and pause processes under them).
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
@@ -125,13 +126,35 @@ pub struct Overhead {
     pub shims: usize,
     /// Pause processes (children of a shim).
     pub pauses: usize,
+    /// Every other process under a shim: the containers' own processes.
+    pub others: usize,
     /// Sum over the shims.
     pub shim_mem: Mem,
     /// Sum over the pause processes.
     pub pause_mem: Mem,
+    /// Sum over the containers' processes.
+    pub other_mem: Mem,
 }
 
-/// Finds the shims and their pause children and adds up their memory.
+impl Overhead {
+    /// Shims and pause processes together.
+    pub fn runtime_mem(&self) -> Mem {
+        let mut m = self.shim_mem;
+        m += self.pause_mem;
+        m
+    }
+
+    /// Shims, pause processes and the containers' processes together.
+    pub fn all_mem(&self) -> Mem {
+        let mut m = self.runtime_mem();
+        m += self.other_mem;
+        m
+    }
+}
+
+/// Finds the shims, their pause children and every other process under them (the
+/// containers' processes) and adds up their memory. A process that exits while it
+/// is read is left out.
 pub fn overhead(m: &ShimMatch) -> Result<Overhead> {
     let all = pids();
     let shims: Vec<u32> = all
@@ -148,23 +171,63 @@ pub fn overhead(m: &ShimMatch) -> Result<Overhead> {
     if shims.is_empty() {
         bail!("no {} process whose command line names {}", m.name, m.arg);
     }
-    let pauses: Vec<u32> = all
-        .iter()
-        .copied()
-        .filter(|&p| ppid(p).is_some_and(|pp| shims.contains(&pp)) && comm(p) == m.pause_comm)
-        .collect();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &p in &all {
+        if let Some(pp) = ppid(p) {
+            children.entry(pp).or_default().push(p);
+        }
+    }
     let mut o = Overhead {
         shims: shims.len(),
-        pauses: pauses.len(),
         ..Default::default()
     };
     for &p in &shims {
-        o.shim_mem += mem(p)?;
+        if let Ok(mem) = mem(p) {
+            o.shim_mem += mem;
+        }
     }
-    for &p in &pauses {
-        o.pause_mem += mem(p)?;
+    // everything below the shims; a shim under a shim (a pid holder) counts as a shim
+    let mut todo: Vec<(u32, bool)> = shims
+        .iter()
+        .flat_map(|s| children.get(s).into_iter().flatten().map(|&c| (c, true)))
+        .collect();
+    while let Some((p, direct)) = todo.pop() {
+        todo.extend(children.get(&p).into_iter().flatten().map(|&c| (c, false)));
+        if shims.contains(&p) {
+            continue;
+        }
+        let Ok(mem) = mem(p) else { continue };
+        if direct && comm(p) == m.pause_comm {
+            o.pauses += 1;
+            o.pause_mem += mem;
+        } else {
+            o.others += 1;
+            o.other_mem += mem;
+        }
     }
     Ok(o)
+}
+
+/// Whether `pid` still runs (a zombie does not).
+pub fn alive(pid: u32) -> bool {
+    stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|s| s != "Z" && s != "X"))
+}
+
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
+pub fn status_kib(pid: u32, field: &str) -> Result<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read /proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("/proc/{pid}/status: no {field}"))
+}
+
+/// Resets the process's peak RSS (VmHWM) to its current RSS.
+pub fn reset_peak_rss(pid: u32) -> Result<()> {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("write /proc/{pid}/clear_refs"))
 }
 
 #[cfg(test)]
@@ -179,5 +242,7 @@ mod tests {
         cpu_ms(me).unwrap();
         assert_eq!(ppid(me), Some(nix::unistd::getppid().as_raw() as u32));
         assert!(!cmdline(me).is_empty());
+        assert!(alive(me));
+        assert!(status_kib(me, "VmRSS").unwrap() > 0);
     }
 }

@@ -1,8 +1,33 @@
 //! Latency samples and their summary (nearest-rank percentiles).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+
+/// Samples of each timed operation, by name.
+#[derive(Default)]
+pub struct Samples(BTreeMap<String, Vec<Duration>>);
+
+impl Samples {
+    /// Adds one sample of `name`.
+    pub fn add(&mut self, name: impl Into<String>, d: Duration) {
+        self.0.entry(name.into()).or_default().push(d);
+    }
+
+    /// Adds samples of `name`.
+    pub fn extend(&mut self, name: impl Into<String>, ds: impl IntoIterator<Item = Duration>) {
+        self.0.entry(name.into()).or_default().extend(ds);
+    }
+
+    /// The summary of each name's samples.
+    pub fn summaries(&self) -> BTreeMap<String, Summary> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), summarize(v)?)))
+            .collect()
+    }
+}
 
 /// The summary of a set of latencies, in milliseconds.
 #[derive(Debug, Clone, Serialize)]

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::cri::{Cri, Pod, StartTimes, StopTimes};
 
@@ -45,6 +46,38 @@ pub async fn stop_pods(cri: &Cri, pods: &[Pod], workers: usize) -> Result<Vec<St
         }
     });
     Ok(try_join_all(runs).await?.into_iter().flatten().collect())
+}
+
+/// Starts pods `names` with up to `in_flight` starts at any moment: a new one
+/// begins as soon as one ends, as kubelet's pod workers do. Returns the pods (in the
+/// order of `names`) and each start's times.
+pub async fn start_pods_pool(
+    cri: &Cri,
+    names: &[String],
+    in_flight: usize,
+) -> Result<Vec<(Pod, StartTimes)>> {
+    let starts = names.iter().enumerate().map(|(i, name)| {
+        let mut c = cri.clone();
+        async move { anyhow::Ok((i, c.start_pod(name).await?)) }
+    });
+    let mut all: Vec<_> = stream::iter(starts)
+        .buffer_unordered(in_flight.max(1))
+        .try_collect()
+        .await?;
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all.into_iter().map(|(_, r)| r).collect())
+}
+
+/// Stops and removes `pods` with up to `in_flight` teardowns at any moment.
+pub async fn stop_pods_pool(cri: &Cri, pods: &[Pod], in_flight: usize) -> Result<Vec<StopTimes>> {
+    let stops = pods.iter().map(|pod| {
+        let mut c = cri.clone();
+        async move { c.stop_pod(&pod.id).await }
+    });
+    stream::iter(stops)
+        .buffer_unordered(in_flight.max(1))
+        .try_collect()
+        .await
 }
 
 /// Adds a second `sleep` container to every pod, `workers` at a time.
