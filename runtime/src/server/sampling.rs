@@ -112,14 +112,18 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
                 let cgroup = ready
                     .then(|| sample_cgroup(&cgroups::pod_cgroup(driver, m)))
                     .flatten();
+                let of_pod = ctx.store.containers_of(&m.id);
+                let pids = of_pod
+                    .iter()
+                    .filter(|c| c.status().state == ContainerState::Running)
+                    .filter_map(|c| c.status().pid)
+                    .collect::<Vec<_>>();
                 let network = m
                     .netns_path
                     .as_deref()
                     .filter(|_| ready)
-                    .and_then(|ns| stats::network(ns).ok());
-                let containers = ctx
-                    .store
-                    .containers_of(&m.id)
+                    .and_then(|ns| stats::network_via(ns, pids).ok());
+                let containers = of_pod
                     .into_iter()
                     .map(|c| {
                         let layer = ctx.paths.layer_dir(&c.metadata().id);

@@ -30,7 +30,7 @@ pub use cgroup_detail::{BlkioDevice, CfsSample, CgroupDetail, ProcessSample};
 pub use cri::{PodStatsInput, container_stats, pod_stats};
 pub use fs::{FsCapacity, filesystem};
 pub use metrics::{ContainerMetricsInput, PodMetricsInput, metric_descriptors, pod_metrics};
-pub use net::{InterfaceSample, NetworkSample, network};
+pub use net::{InterfaceSample, NetworkSample, network, network_via};
 pub use rates::CpuRates;
 
 /// Errors of sampling. Each names the cgroup, namespace or directory it was reading.
