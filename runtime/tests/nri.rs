@@ -233,6 +233,15 @@ async fn nri_plugins_adjust_containers_and_see_every_event() {
         [ctr.as_str()],
         "only the adjusted container exists"
     );
+    // A container left running goes with its pod: plugins see it stop and go too.
+    let second = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("second", &["sleep", "3600"]),
+    )
+    .await;
+    start(&mut rt, &second).await;
 
     rt.stop_container(StopContainerRequest {
         container_id: ctr.clone(),
@@ -271,9 +280,37 @@ async fn nri_plugins_adjust_containers_and_see_every_event() {
             && sequence(e, "external", &pod, &ctr).len() >= expected.len()
     })
     .await;
+    wait_events(&log, "the second container's removal", |e| {
+        e.iter()
+            .filter(|e| e["event"] == "RemoveContainer" && e["container"] == second.as_str())
+            .count()
+            == 2
+    })
+    .await;
     let all = events(&log);
     for p in ["installed", "external"] {
         assert_eq!(sequence(&all, p, &pod, &ctr), expected, "{p}: {all:#?}");
+        // The second container's own events, and its removal before the pod's.
+        let of_second: Vec<&str> = all
+            .iter()
+            .filter(|e| e["plugin"] == p && e["pod"] == pod.as_str())
+            .filter(|e| e["container"] == second.as_str() || e["event"] == "RemovePodSandbox")
+            .map(|e| e["event"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            of_second,
+            [
+                "CreateContainer",
+                "ValidateContainerAdjustment",
+                "PostCreateContainer",
+                "StartContainer",
+                "PostStartContainer",
+                "StopContainer",
+                "RemoveContainer",
+                "RemovePodSandbox"
+            ],
+            "{p}: {all:#?}"
+        );
     }
     // The plugins saw the adjusted container after its create, and the update's limit.
     let seen = |event: &str| {

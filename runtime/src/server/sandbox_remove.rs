@@ -22,11 +22,25 @@ pub async fn remove_pod_sandbox(
     };
     // Running containers are forcibly stopped first, as CRI asks.
     sandboxes::stop(ctx, &sandbox).await?;
+    // NRI's view of its containers, while their bundles are there.
+    let containers: Vec<_> = if ctx.nri.enabled() {
+        ctx.store
+            .containers_of(&sandbox.metadata().id)
+            .iter()
+            .map(|c| crate::nri::convert::container(c))
+            .collect()
+    } else {
+        Vec::new()
+    };
     sandboxes::teardown(ctx, &sandbox.metadata().id).await?;
     if ctx.nri.enabled() {
-        ctx.nri
-            .remove_pod_sandbox(&crate::nri::convert::pod(&sandbox))
-            .await;
+        let pod = crate::nri::convert::pod(&sandbox);
+        // The pod's containers went with it: plugins see each removed, then the pod.
+        for c in &containers {
+            let updates = ctx.nri.remove_container(&pod, c).await;
+            super::nri_host::apply_updates(ctx, updates).await;
+        }
+        ctx.nri.remove_pod_sandbox(&pod).await;
     }
     Ok(RemovePodSandboxResponse {})
 }
