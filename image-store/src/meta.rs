@@ -6,10 +6,15 @@
 //! - `holders`: holder id (a container) -> chain ids it uses, as JSON.
 //!
 //! Every change is one write transaction, so a crash leaves the old or the new state.
-//! The functions are synchronous: call them on a blocking thread.
+//! The functions are synchronous: call them on a blocking thread, except the lookups
+//! [`Meta::is_indexed`] says are served from memory: the images and their references
+//! are also kept decoded (the index), built at the first lookup after a change, so
+//! that ImageStatus and ListImages read no disk and decode no JSON.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
@@ -32,6 +37,18 @@ pub(crate) struct Roots {
 
 pub(crate) struct Meta {
     db: Database,
+    /// The decoded images and references, `None` until built after a change.
+    index: RwLock<Option<Arc<Index>>>,
+    /// Changes of the images table so far: an index built from an older state is not
+    /// kept.
+    generation: AtomicU64,
+}
+
+/// The images table and the references, decoded.
+#[derive(Debug, Default)]
+struct Index {
+    images: BTreeMap<String, Image>,
+    refs: HashMap<String, String>,
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Image> {
@@ -51,46 +68,85 @@ impl Meta {
         tx.open_table(SNAPSHOTS)?;
         tx.open_table(HOLDERS)?;
         tx.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            index: RwLock::new(None),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether lookups are served from memory now (no disk read, no decoding).
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// The index, built from the tables if a change dropped it.
+    fn index(&self) -> Result<Arc<Index>> {
+        if let Some(index) = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(Arc::clone(index));
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let tx = self.db.begin_read()?;
+        let mut index = Index::default();
+        for row in tx.open_table(IMAGES)?.iter()? {
+            let (k, v) = row?;
+            index
+                .images
+                .insert(k.value().to_owned(), decode(k.value(), v.value())?);
+        }
+        for row in tx.open_table(REFS)?.iter()? {
+            let (k, v) = row?;
+            index
+                .refs
+                .insert(k.value().to_owned(), v.value().to_owned());
+        }
+        let index = Arc::new(index);
+        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        // A change committed since the read began: this index may miss it.
+        if self.generation.load(Ordering::Acquire) == generation {
+            *slot = Some(Arc::clone(&index));
+        }
+        Ok(index)
+    }
+
+    /// Drops the index after a committed change of the images or references.
+    fn changed(&self) {
+        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *slot = None;
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<Option<Image>> {
-        let tx = self.db.begin_read()?;
-        let images = tx.open_table(IMAGES)?;
-        let found = images.get(id)?;
-        found.map(|v| decode(id, v.value())).transpose()
+        Ok(self.index()?.images.get(id).cloned())
     }
 
     pub(crate) fn resolve_ref(&self, reference: &str) -> Result<Option<String>> {
-        let tx = self.db.begin_read()?;
-        let refs = tx.open_table(REFS)?;
-        Ok(refs.get(reference)?.map(|v| v.value().to_owned()))
+        Ok(self.index()?.refs.get(reference).cloned())
     }
 
     pub(crate) fn list(&self) -> Result<Vec<Image>> {
-        let tx = self.db.begin_read()?;
-        let images = tx.open_table(IMAGES)?;
-        let mut out = Vec::new();
-        for row in images.iter()? {
-            let (k, v) = row?;
-            out.push(decode(k.value(), v.value())?);
-        }
-        Ok(out)
+        Ok(self.index()?.images.values().cloned().collect())
     }
 
     /// Ids starting with `prefix` (`sha256:` included), at most two.
     pub(crate) fn ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let tx = self.db.begin_read()?;
-        let images = tx.open_table(IMAGES)?;
-        let mut out = Vec::new();
-        for row in images.range(prefix..)? {
-            let (k, _) = row?;
-            if !k.value().starts_with(prefix) || out.len() == 2 {
-                break;
-            }
-            out.push(k.value().to_owned());
-        }
-        Ok(out)
+        Ok(self
+            .index()?
+            .images
+            .range(prefix.to_owned()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(2)
+            .cloned()
+            .collect())
     }
 
     /// Records `image` under its tags and digests, merged with an existing record of
@@ -149,6 +205,7 @@ impl Meta {
             stored
         };
         tx.commit()?;
+        self.changed();
         Ok(stored)
     }
 
@@ -171,6 +228,7 @@ impl Meta {
             removed
         };
         tx.commit()?;
+        self.changed();
         Ok(removed)
     }
 
@@ -189,6 +247,7 @@ impl Meta {
             }
         };
         tx.commit()?;
+        self.changed();
         Ok(updated)
     }
 
@@ -287,5 +346,48 @@ impl Meta {
             roots.snapshots.extend(chains);
         }
         Ok(roots)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+
+    fn image(hex: char, tags: &[&str]) -> Image {
+        Image {
+            id: Digest::parse(&format!("sha256:{}", hex.to_string().repeat(64))).unwrap(),
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: Vec::new(),
+            size: 1,
+            config: Default::default(),
+            layers: Vec::new(),
+            pinned: false,
+            manifests: None,
+        }
+    }
+
+    #[test]
+    fn the_index_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        let a = image('a', &["docker.io/library/a:1"]);
+        meta.put(a.clone()).unwrap();
+        assert!(!meta.is_indexed());
+        assert_eq!(meta.list().unwrap().len(), 1);
+        assert!(meta.is_indexed());
+        // A tag moved to another image: both lookups see it at once.
+        meta.put(image('b', &["docker.io/library/a:1"])).unwrap();
+        assert!(!meta.is_indexed());
+        let id = meta.resolve_ref("docker.io/library/a:1").unwrap().unwrap();
+        assert!(id.starts_with("sha256:bbbb"), "{id}");
+        // The image left with no reference went.
+        assert_eq!(meta.get(a.id.as_str()).unwrap(), None);
+        meta.set_pinned(&id, true).unwrap();
+        assert!(meta.get(&id).unwrap().unwrap().pinned);
+        assert_eq!(meta.ids_with_prefix("sha256:bb").unwrap(), vec![id.clone()]);
+        meta.remove(&id).unwrap();
+        assert!(meta.list().unwrap().is_empty());
+        assert_eq!(meta.resolve_ref("docker.io/library/a:1").unwrap(), None);
     }
 }

@@ -194,6 +194,10 @@ impl ImageStore {
     /// reference finds the image with that repo digest), or by a unique id prefix
     /// (with or without `sha256:`). `None` if nothing matches.
     pub async fn status(&self, reference_or_id: &str) -> Result<Option<Image>> {
+        // From memory when the index is there: no blocking thread needed.
+        if self.inner.meta.is_indexed() {
+            return resolve(&self.inner.meta, reference_or_id);
+        }
         let key = reference_or_id.to_owned();
         self.meta("image status", move |meta| resolve(meta, &key))
             .await
@@ -203,6 +207,7 @@ impl ImageStore {
     pub async fn list(&self, filter: Option<&str>) -> Result<Vec<Image>> {
         match filter.filter(|f| !f.is_empty()) {
             Some(f) => Ok(self.status(f).await?.into_iter().collect()),
+            None if self.inner.meta.is_indexed() => self.inner.meta.list(),
             None => self.meta("list images", |meta| meta.list()).await,
         }
     }
