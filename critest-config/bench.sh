@@ -168,9 +168,20 @@ stop_crustd() { # removes its pods, stops it and everything it left, and its dir
       >>"$CRUST_LOG_DIR/cleanup.log" 2>&1
     stop_pid "$pid"
   fi
-  # what a crustd that could not remove its pods leaves: shims, pid holders, mounts
+  # what a crustd that could not remove its pods leaves: shims, pid holders, mounts,
+  # and the containers' processes in the pods' cgroups (crust-bench's parent
+  # /crust-bench/crust-*), which outlive their shims
   for p in $(procs_under "$dir/"); do
     kill -KILL "$p" 2>/dev/null
+  done
+  local cg
+  for cg in /sys/fs/cgroup/crust-bench/crust-* /sys/fs/cgroup/*/crust-bench/crust-*; do
+    [ -d "$cg" ] || continue
+    find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+  done
+  sleep 0.5
+  for cg in /sys/fs/cgroup/crust-bench/crust-* /sys/fs/cgroup/*/crust-bench/crust-*; do
+    [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   awk -v p="$dir/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
     while read -r m; do umount -l "$m" 2>/dev/null; done

@@ -210,7 +210,21 @@ pub fn overhead(m: &ShimMatch) -> Result<Overhead> {
 
 /// Whether `pid` still runs (a zombie does not).
 pub fn alive(pid: u32) -> bool {
-    stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|s| s != "Z" && s != "X"))
+    // A killed process whose leader is already a zombie can still have threads
+    // finishing (a thread in a system call that does not return at once): it holds its
+    // files, locks included, until the last one is gone.
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|text| {
+                let (_, rest) = text.rsplit_once(')')?;
+                rest.split_whitespace().next().map(|s| s != "Z" && s != "X")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM).
