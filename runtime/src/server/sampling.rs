@@ -13,7 +13,7 @@ use crust_proto::cri::{
 use super::Context;
 use super::cgroups::{self, Cgroup};
 use super::error::{Result, blocking};
-use crate::stats::{self, CgroupSample, FsCapacity, NetworkSample, PodStatsInput};
+use crate::stats::{self, CgroupSample, Figures, FsCapacity, NetworkSample, PodStatsInput};
 use crate::store::{Container, ContainerState, Sandbox};
 
 /// One container's usage, sampled.
@@ -40,9 +40,9 @@ pub struct PodSample {
     pub containers: Vec<ContainerSample>,
 }
 
-fn sample_cgroup(cgroup: &Cgroup) -> Option<CgroupSample> {
+fn sample_cgroup(cgroup: &Cgroup, figures: Figures) -> Option<CgroupSample> {
     let path = cgroup.fs_path()?;
-    match stats::sample(&path) {
+    match stats::sample(&path, figures) {
         Ok(s) => s,
         Err(err) => {
             tracing::debug!(cgroup = %path.display(), %err, "sample cgroup");
@@ -59,6 +59,7 @@ fn layers_filesystem(root: &Path) -> Option<FsCapacity> {
 }
 
 fn sample_container(
+    figures: Figures,
     images_fs: &Path,
     filesystem: Option<FsCapacity>,
     layers: PathBuf,
@@ -66,7 +67,7 @@ fn sample_container(
 ) -> ContainerSample {
     let running = c.status().state == ContainerState::Running;
     let cgroup = running
-        .then(|| sample_cgroup(&Cgroup::parse(&c.metadata().cgroups_path)))
+        .then(|| sample_cgroup(&Cgroup::parse(&c.metadata().cgroups_path), figures))
         .flatten();
     let layer = stats::writable_layer(&layers.join("upper"), images_fs).ok();
     ContainerSample {
@@ -90,15 +91,20 @@ pub async fn containers(
             .into_iter()
             .map(|c| {
                 let layer = ctx.paths.layer_dir(&c.metadata().id);
-                sample_container(&fs, capacity.clone(), layer, c)
+                sample_container(Figures::Stats, &fs, capacity.clone(), layer, c)
             })
             .collect())
     })
     .await
 }
 
-/// Samples the pods with their containers, in one blocking task.
-pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<PodSample>> {
+/// Samples the pods with their containers, in one blocking task: the CRI stats'
+/// figures, or the metrics' too.
+pub async fn pods(
+    ctx: &Arc<Context>,
+    list: Vec<Arc<Sandbox>>,
+    figures: Figures,
+) -> Result<Vec<PodSample>> {
     let ctx = Arc::clone(ctx);
     let driver = ctx.config.cgroup.driver;
     blocking("sample pods", move || {
@@ -110,7 +116,7 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
                 let m = s.metadata();
                 let ready = s.status().state == crate::store::SandboxState::Ready;
                 let cgroup = ready
-                    .then(|| sample_cgroup(&cgroups::pod_cgroup(driver, m)))
+                    .then(|| sample_cgroup(&cgroups::pod_cgroup(driver, m), figures))
                     .flatten();
                 let of_pod = ctx.store.containers_of(&m.id);
                 let pids = of_pod
@@ -127,7 +133,7 @@ pub async fn pods(ctx: &Arc<Context>, list: Vec<Arc<Sandbox>>) -> Result<Vec<Pod
                     .into_iter()
                     .map(|c| {
                         let layer = ctx.paths.layer_dir(&c.metadata().id);
-                        sample_container(&fs, capacity.clone(), layer, c)
+                        sample_container(figures, &fs, capacity.clone(), layer, c)
                     })
                     .collect();
                 PodSample {

@@ -13,7 +13,7 @@ use super::Context;
 use super::convert;
 use super::error::Result;
 use super::sampling;
-use crate::stats::{self, ContainerMetricsInput, PodMetricsInput};
+use crate::stats::{self, ContainerMetricsInput, Figures, PodMetricsInput};
 
 /// Pods per streamed message.
 pub const CHUNK: usize = 50;
@@ -31,7 +31,7 @@ pub async fn list_metric_descriptors(
 async fn all(ctx: &Arc<Context>) -> Result<Vec<PodSandboxMetrics>> {
     let mut list = ctx.store.published_sandboxes();
     list.sort_by_key(|s| s.metadata().created_at);
-    let samples = sampling::pods(ctx, list).await?;
+    let samples = sampling::pods(ctx, list, Figures::Metrics).await?;
     Ok(samples
         .iter()
         .map(|p| {

@@ -13,6 +13,7 @@ use super::Context;
 use super::convert;
 use super::error::Result;
 use super::sampling;
+use crate::stats::Figures;
 
 /// Pods per streamed message.
 pub const CHUNK: usize = 50;
@@ -23,7 +24,7 @@ pub async fn pod_sandbox_stats(
     req: PodSandboxStatsRequest,
 ) -> Result<PodSandboxStatsResponse> {
     let s = ctx.store.resolve_sandbox(&req.pod_sandbox_id)?;
-    let samples = sampling::pods(ctx, vec![s]).await?;
+    let samples = sampling::pods(ctx, vec![s], Figures::Stats).await?;
     Ok(PodSandboxStatsResponse {
         stats: samples.first().map(|s| sampling::pod_stats(ctx, s)),
     })
@@ -41,7 +42,7 @@ async fn list(
             && convert::labels_match(&m.config.labels, &filter.label_selector)
     });
     list.sort_by_key(|s| s.metadata().created_at);
-    let samples = sampling::pods(ctx, list).await?;
+    let samples = sampling::pods(ctx, list, Figures::Stats).await?;
     Ok(samples
         .iter()
         .map(|s| sampling::pod_stats(ctx, s))

@@ -1,19 +1,23 @@
 //! One cgroup's CPU, memory and task counters.
 //!
-//! libcgroups reads them ([`libcgroups::common::create_cgroup_manager`], then
-//! `stats()`). Its managers read every controller they know (blkio, hugetlb, PSI,
-//! swap, ...) and fail as a whole when any one file is missing: a cgroup not created
-//! in every v1 hierarchy, a v2 cgroup without the hugetlb or io controller enabled, a
-//! kernel without PSI or swap accounting. When that happens the few files crust
-//! reports are read directly instead, so one missing optional controller never costs
-//! kubelet its CPU and memory figures.
+//! On cgroup v2, libcgroups reads them ([`libcgroups::common::create_cgroup_manager`],
+//! then `stats()`). Its managers read every controller they know (hugetlb, io, PSI,
+//! swap, ...) and fail as a whole when any one file is missing: a v2 cgroup without
+//! the hugetlb or io controller enabled, a kernel without PSI or swap accounting. When
+//! that happens the few files crust reports are read directly instead, so one missing
+//! optional controller never costs kubelet its CPU and memory figures.
 //!
-//! Creating a libcgroups manager has no side effect on the hierarchy (v1 resolves mount
-//! points, v2 joins paths), but it logs: `info` under target `libcgroups::common` for
-//! each manager and, on v1, a `warn` under target `libcgroups::v1::manager` for each
-//! controller not mounted on the host. Sampling silences both by creating the manager
-//! under a scoped no-op subscriber. Existence is checked before anything is read, so a
-//! removed cgroup is never created again.
+//! On cgroup v1 those few files are always read directly, from the controllers' mount
+//! points found once per process: libcgroups's v1 manager finds them again for each
+//! manager, reading /proc/self/mountinfo and /proc/self/cgroup once per controller it
+//! knows. That table holds every pod's mounts, so the cost grew with the pods for each
+//! cgroup sampled (ListContainerStats of 300 containers took 3.5 s, nearly all in the
+//! kernel rendering mountinfo).
+//!
+//! Creating a libcgroups manager has no side effect on the hierarchy (v2 joins paths),
+//! but it logs `info` under target `libcgroups::common`: sampling silences it by
+//! creating the manager under a scoped no-op subscriber. Existence is checked before
+//! anything is read, so a removed cgroup is never created again.
 //!
 //! The figures only the metrics report ([`CgroupDetail`]) are then read directly on
 //! either path (`cgroup_detail`), each on its own, so a host without one keeps the
@@ -70,34 +74,48 @@ pub struct MemorySample {
     pub available_bytes: Option<u64>,
 }
 
+/// Which figures a sample holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figures {
+    /// What the CRI stats report: CPU time, memory, tasks (`detail` left empty).
+    Stats,
+    /// Those and the metrics' [`CgroupDetail`] (more files, and each process's fds).
+    Metrics,
+}
+
 /// Reads the cgroup at `cgroups_path` (a cgroupfs path below the cgroup root, such as
 /// `/kubepods/crust-<id>`). `Ok(None)` when it does not exist (any more). Never creates
 /// it.
-pub fn sample(cgroups_path: &Path) -> Result<Option<CgroupSample>> {
+pub fn sample(cgroups_path: &Path, figures: Figures) -> Result<Option<CgroupSample>> {
     let dirs = Dirs::of(cgroups_path)?;
     if !dirs.exists() {
         return Ok(None);
     }
-    let sample = match through_libcgroups(cgroups_path, &dirs) {
-        Ok(sample) => sample,
-        Err(e) => {
+    let read = if dirs.v2 {
+        through_libcgroups(cgroups_path, &dirs).or_else(|e| {
             tracing::debug!(
                 cgroup = %cgroups_path.display(),
                 error = %e,
                 "libcgroups stats failed, reading the counters directly"
             );
-            match read_direct(&dirs) {
-                Ok(sample) => sample,
-                Err(_) if !dirs.exists() => return Ok(None),
-                Err(source) => {
-                    return Err(Error::Read {
-                        path: cgroups_path.to_owned(),
-                        source,
-                    });
-                }
-            }
+            read_direct(&dirs)
+        })
+    } else {
+        read_direct(&dirs)
+    };
+    let sample = match read {
+        Ok(sample) => sample,
+        Err(_) if !dirs.exists() => return Ok(None),
+        Err(source) => {
+            return Err(Error::Read {
+                path: cgroups_path.to_owned(),
+                source,
+            });
         }
     };
+    if figures == Figures::Stats {
+        return Ok(Some(sample));
+    }
     let detail = cgroup_detail::read(&dirs, sample.memory.usage_bytes);
     Ok(Some(CgroupSample { detail, ..sample }))
 }

@@ -226,7 +226,7 @@ fn samples_a_real_cgroup_and_never_creates_one() {
     let dirs = Dirs::of(&path).unwrap();
 
     // Missing: None, and still missing afterwards.
-    assert_eq!(sample(&path).unwrap(), None);
+    assert_eq!(sample(&path, Figures::Metrics).unwrap(), None);
     assert!(!dirs.exists(), "sampling created {dirs:?}");
     let all = [&dirs.cpu, &dirs.cfs, &dirs.memory, &dirs.pids, &dirs.blkio];
     for d in all.into_iter().flatten() {
@@ -257,10 +257,14 @@ fn samples_a_real_cgroup_and_never_creates_one() {
     std::thread::sleep(Duration::from_millis(200));
 
     let rates = CpuRates::new();
-    let first = sample(&path).unwrap().expect("cgroup exists");
+    let first = sample(&path, Figures::Metrics)
+        .unwrap()
+        .expect("cgroup exists");
     assert_eq!(rates.usage_nano_cores("t", &first), None);
     std::thread::sleep(Duration::from_millis(300));
-    let second = sample(&path).unwrap().expect("cgroup exists");
+    let second = sample(&path, Figures::Metrics)
+        .unwrap()
+        .expect("cgroup exists");
     assert!(second.timestamp > first.timestamp);
     assert!(
         second.cpu_usage_nanos > first.cpu_usage_nanos,
@@ -274,6 +278,13 @@ fn samples_a_real_cgroup_and_never_creates_one() {
         assert!(second.pids.unwrap() >= 1, "{second:?}");
     }
     assert_detail(&dirs, &second);
+    // The CRI stats' sample reads the same counters and none of the details.
+    let plain = sample(&path, Figures::Stats)
+        .unwrap()
+        .expect("cgroup exists");
+    assert_eq!(plain.detail, CgroupDetail::default());
+    assert!(plain.cpu_usage_nanos >= second.cpu_usage_nanos);
+    assert_eq!(plain.pids, second.pids);
 
     // Both ways of reading work on this host and agree on what cannot move.
     let through = through_libcgroups(&path, &dirs).unwrap();
@@ -289,7 +300,7 @@ fn samples_a_real_cgroup_and_never_creates_one() {
 
     drop(busy);
     assert!(!dirs.exists(), "cleanup left {dirs:?}");
-    assert_eq!(sample(&path).unwrap(), None);
+    assert_eq!(sample(&path, Figures::Metrics).unwrap(), None);
     assert!(!dirs.exists(), "sampling recreated {dirs:?}");
 }
 
@@ -330,7 +341,7 @@ fn assert_quiet(path: &Path) {
         "libcgroups no longer logs: {loud:?}"
     );
     let quiet = logs(&|| {
-        sample(path).unwrap().unwrap();
+        sample(path, Figures::Metrics).unwrap().unwrap();
     });
     assert!(!quiet.contains("libcgroups"), "sampling logged: {quiet}");
 }

@@ -25,7 +25,7 @@ mod metrics;
 mod net;
 mod rates;
 
-pub use cgroup::{CgroupSample, MemorySample, sample};
+pub use cgroup::{CgroupSample, Figures, MemorySample, sample};
 pub use cgroup_detail::{BlkioDevice, CfsSample, CgroupDetail, ProcessSample};
 pub use cri::{PodStatsInput, container_stats, pod_stats};
 pub use fs::{FsCapacity, filesystem};
