@@ -8,7 +8,7 @@
 //! Every change is one write transaction, so a crash leaves the old or the new state.
 //! The functions are synchronous: call them on a blocking thread, except the lookups
 //! [`Meta::is_indexed`] says are served from memory: the images and their references
-//! are also kept decoded (the index), built at the first lookup after a change, so
+//! are also kept decoded (the index), built again by each change, so
 //! that ImageStatus and ListImages read no disk and decode no JSON.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -68,11 +68,16 @@ impl Meta {
         tx.open_table(SNAPSHOTS)?;
         tx.open_table(HOLDERS)?;
         tx.commit()?;
-        Ok(Self {
+        let meta = Self {
             db,
             index: RwLock::new(None),
             generation: AtomicU64::new(0),
-        })
+        };
+        // Built now, so that the first lookups are served from memory too.
+        if let Err(e) = meta.index() {
+            tracing::debug!(error = %e, "build the image index");
+        }
+        Ok(meta)
     }
 
     /// Whether lookups are served from memory now (no disk read, no decoding).
@@ -117,11 +122,19 @@ impl Meta {
         Ok(index)
     }
 
-    /// Drops the index after a committed change of the images or references.
+    /// Drops the index after a committed change of the images or references, and
+    /// builds it again at once, on the writer's (blocking) thread: the lookup that
+    /// follows a change (ImageStatus after a pull) is then served from memory too.
+    /// A failed build is left to the next lookup.
     fn changed(&self) {
-        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        *slot = None;
+        {
+            let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            *slot = None;
+        }
+        if let Err(e) = self.index() {
+            tracing::debug!(error = %e, "build the image index");
+        }
     }
 
     pub(crate) fn get(&self, id: &str) -> Result<Option<Image>> {
@@ -372,13 +385,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(&dir.path().join("meta.redb")).unwrap();
         let a = image('a', &["docker.io/library/a:1"]);
-        meta.put(a.clone()).unwrap();
-        assert!(!meta.is_indexed());
-        assert_eq!(meta.list().unwrap().len(), 1);
         assert!(meta.is_indexed());
+        meta.put(a.clone()).unwrap();
+        // Built again by the change itself.
+        assert!(meta.is_indexed());
+        assert_eq!(meta.list().unwrap().len(), 1);
         // A tag moved to another image: both lookups see it at once.
         meta.put(image('b', &["docker.io/library/a:1"])).unwrap();
-        assert!(!meta.is_indexed());
+        assert!(meta.is_indexed());
         let id = meta.resolve_ref("docker.io/library/a:1").unwrap().unwrap();
         assert!(id.starts_with("sha256:bbbb"), "{id}");
         // The image left with no reference went.
