@@ -187,17 +187,17 @@ def classic_rows(t):
 
 
 def burst_rows(t):
+    def bursts(r):
+        return (r.get("bursts") or []) + ([r["exec_burst"]] if r.get("exec_burst") else [])
+
     names = []
     for r in t.ra + t.rb:
-        for bst in (r.get("bursts") or []) + ([r["exec_burst"]] if r.get("exec_burst") else []):
+        for bst in bursts(r):
             if bst["name"] not in names:
                 names.append(bst["name"])
 
     def burst(r, name):
-        for bst in (r.get("bursts") or []) + ([r["exec_burst"]] if r.get("exec_burst") else []):
-            if bst["name"] == name:
-                return bst
-        return None
+        return next((bst for bst in bursts(r) if bst["name"] == name), None)
 
     for name in names:
         b0 = next(burst(r, name) for r in t.ra + t.rb if burst(r, name))

@@ -23,6 +23,20 @@ pub const LABEL: &str = "crust-bench";
 /// A deadline for any single call: generous, the figures are what matter.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Makes one call and times it, from the request's sending to the whole answer;
+/// `what` names the call in an error.
+async fn timed<T, C>(
+    call: impl Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    what: impl FnOnce() -> C,
+) -> Result<(Duration, T)>
+where
+    C: std::fmt::Display + Send + Sync + 'static,
+{
+    let t = Instant::now();
+    let r = call.await.with_context(what)?.into_inner();
+    Ok((t.elapsed(), r))
+}
+
 /// A gRPC channel over the Unix socket of `endpoint` (`unix:///path`).
 pub async fn connect(endpoint: &str) -> Result<Channel> {
     let Some(path) = endpoint.strip_prefix("unix://") else {
@@ -190,20 +204,16 @@ impl Cri {
     /// RunPodSandbox, then a `sleep` container created and started in it.
     pub async fn start_pod(&mut self, name: &str) -> Result<(Pod, StartTimes)> {
         let config = self.pod_config(name)?;
-        let t = Instant::now();
-        let id = self
-            .rt
-            .run_pod_sandbox(RunPodSandboxRequest {
+        let (run_pod, r) = timed(
+            self.rt.run_pod_sandbox(RunPodSandboxRequest {
                 config: Some(config.clone()),
                 runtime_handler: String::new(),
-            })
-            .await
-            .with_context(|| format!("RunPodSandbox {name}"))?
-            .into_inner()
-            .pod_sandbox_id;
-        let run_pod = t.elapsed();
+            }),
+            || format!("RunPodSandbox {name}"),
+        )
+        .await?;
         let mut pod = Pod {
-            id,
+            id: r.pod_sandbox_id,
             config,
             containers: Vec::new(),
         };
@@ -224,67 +234,58 @@ impl Cri {
         pod: &mut Pod,
         name: &str,
     ) -> Result<(Duration, Duration)> {
-        let t = Instant::now();
-        let id = self
-            .rt
-            .create_container(CreateContainerRequest {
+        let config = self.container_config(name);
+        let (create, r) = timed(
+            self.rt.create_container(CreateContainerRequest {
                 pod_sandbox_id: pod.id.clone(),
-                config: Some(self.container_config(name)),
+                config: Some(config),
                 sandbox_config: Some(pod.config.clone()),
-            })
-            .await
-            .with_context(|| format!("CreateContainer {name} in pod {}", pod.id))?
-            .into_inner()
-            .container_id;
-        let create = t.elapsed();
-        let t = Instant::now();
-        self.rt
-            .start_container(StartContainerRequest {
+            }),
+            || format!("CreateContainer {name} in pod {}", pod.id),
+        )
+        .await?;
+        let id = r.container_id;
+        let (start, _) = timed(
+            self.rt.start_container(StartContainerRequest {
                 container_id: id.clone(),
-            })
-            .await
-            .with_context(|| format!("StartContainer {id}"))?;
+            }),
+            || format!("StartContainer {id}"),
+        )
+        .await?;
         pod.containers.push(id);
-        Ok((create, t.elapsed()))
+        Ok((create, start))
     }
 
     /// StopPodSandbox, then RemovePodSandbox.
     pub async fn stop_pod(&mut self, pod_id: &str) -> Result<StopTimes> {
-        let t = Instant::now();
-        self.rt
-            .stop_pod_sandbox(StopPodSandboxRequest {
+        let (stop, _) = timed(
+            self.rt.stop_pod_sandbox(StopPodSandboxRequest {
                 pod_sandbox_id: pod_id.to_owned(),
-            })
-            .await
-            .with_context(|| format!("StopPodSandbox {pod_id}"))?;
-        let stop = t.elapsed();
-        let t = Instant::now();
-        self.rt
-            .remove_pod_sandbox(RemovePodSandboxRequest {
+            }),
+            || format!("StopPodSandbox {pod_id}"),
+        )
+        .await?;
+        let (remove, _) = timed(
+            self.rt.remove_pod_sandbox(RemovePodSandboxRequest {
                 pod_sandbox_id: pod_id.to_owned(),
-            })
-            .await
-            .with_context(|| format!("RemovePodSandbox {pod_id}"))?;
-        Ok(StopTimes {
-            stop,
-            remove: t.elapsed(),
-        })
+            }),
+            || format!("RemovePodSandbox {pod_id}"),
+        )
+        .await?;
+        Ok(StopTimes { stop, remove })
     }
 
     /// ExecSync of `true` in `container`; fails unless it exits 0.
     pub async fn exec_true(&mut self, container: &str) -> Result<Duration> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .exec_sync(ExecSyncRequest {
+        let (took, r) = timed(
+            self.rt.exec_sync(ExecSyncRequest {
                 container_id: container.to_owned(),
                 cmd: vec!["true".into()],
                 timeout: 10,
-            })
-            .await
-            .with_context(|| format!("ExecSync true in {container}"))?
-            .into_inner();
-        let took = t.elapsed();
+            }),
+            || format!("ExecSync true in {container}"),
+        )
+        .await?;
         if r.exit_code != 0 {
             bail!("ExecSync true in {container}: exit code {}", r.exit_code);
         }
@@ -294,68 +295,60 @@ impl Cri {
     /// ListContainers without a filter (as kubelet's relist); returns the time and
     /// how many it listed.
     pub async fn list_containers(&mut self) -> Result<(Duration, usize)> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .list_containers(ListContainersRequest::default())
-            .await
-            .context("ListContainers")?
-            .into_inner();
-        Ok((t.elapsed(), r.containers.len()))
+        let (t, r) = timed(
+            self.rt.list_containers(ListContainersRequest::default()),
+            || "ListContainers",
+        )
+        .await?;
+        Ok((t, r.containers.len()))
     }
 
     /// ListPodSandbox without a filter; returns the time and how many it listed.
     pub async fn list_pods(&mut self) -> Result<(Duration, usize)> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .context("ListPodSandbox")?
-            .into_inner();
-        Ok((t.elapsed(), r.items.len()))
+        let (t, r) = timed(
+            self.rt.list_pod_sandbox(ListPodSandboxRequest::default()),
+            || "ListPodSandbox",
+        )
+        .await?;
+        Ok((t, r.items.len()))
     }
 
     /// Status, as kubelet's runtime health check; returns the time and whether both
     /// RuntimeReady and NetworkReady are true.
     pub async fn status(&mut self) -> Result<(Duration, bool)> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .status(StatusRequest { verbose: false })
-            .await
-            .context("Status")?
-            .into_inner();
+        let (t, r) = timed(
+            self.rt.status(StatusRequest { verbose: false }),
+            || "Status",
+        )
+        .await?;
         let ready = |kind: &str| {
             r.status
                 .as_ref()
                 .is_some_and(|s| s.conditions.iter().any(|c| c.r#type == kind && c.status))
         };
-        Ok((t.elapsed(), ready("RuntimeReady") && ready("NetworkReady")))
+        Ok((t, ready("RuntimeReady") && ready("NetworkReady")))
     }
 
     /// ListContainerStats without a filter; returns the time and how many it listed.
     pub async fn list_container_stats(&mut self) -> Result<(Duration, usize)> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .list_container_stats(ListContainerStatsRequest::default())
-            .await
-            .context("ListContainerStats")?
-            .into_inner();
-        Ok((t.elapsed(), r.stats.len()))
+        let (t, r) = timed(
+            self.rt
+                .list_container_stats(ListContainerStatsRequest::default()),
+            || "ListContainerStats",
+        )
+        .await?;
+        Ok((t, r.stats.len()))
     }
 
     /// ListPodSandboxStats without a filter; returns the time and how many it listed.
     pub async fn list_pod_sandbox_stats(&mut self) -> Result<(Duration, usize)> {
-        let t = Instant::now();
-        let r = self
-            .rt
-            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
-            .await
-            .context("ListPodSandboxStats")?
-            .into_inner();
-        Ok((t.elapsed(), r.stats.len()))
+        let (t, r) = timed(
+            self.rt
+                .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default()),
+            || "ListPodSandboxStats",
+        )
+        .await?;
+        Ok((t, r.stats.len()))
     }
 
     /// How many of this run's containers ListContainers (without a filter, as
@@ -378,18 +371,18 @@ impl Cri {
 
     /// Pulls `image`; returns how long it took.
     pub async fn pull_image(&mut self, image: &str) -> Result<Duration> {
-        let t = Instant::now();
-        self.img
-            .pull_image(PullImageRequest {
+        let (t, _) = timed(
+            self.img.pull_image(PullImageRequest {
                 image: Some(ImageSpec {
                     image: image.to_owned(),
                     ..Default::default()
                 }),
                 ..Default::default()
-            })
-            .await
-            .with_context(|| format!("PullImage {image}"))?;
-        Ok(t.elapsed())
+            }),
+            || format!("PullImage {image}"),
+        )
+        .await?;
+        Ok(t)
     }
 
     /// Removes `image` if the runtime has it.
