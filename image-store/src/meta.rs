@@ -7,7 +7,7 @@
 //!
 //! Every change is one write transaction, so a crash leaves the old or the new state.
 //! The functions are synchronous: call them on a blocking thread, except the lookups
-//! [`Meta::is_indexed`] says are served from memory: the images and their references
+//! of [`Meta::cached`] are served from memory: the images and their references
 //! are also kept decoded (the index), built again by each change, so
 //! that ImageStatus and ListImages read no disk and decode no JSON.
 
@@ -46,9 +46,34 @@ pub(crate) struct Meta {
 
 /// The images table and the references, decoded.
 #[derive(Debug, Default)]
-struct Index {
+pub(crate) struct Index {
     images: BTreeMap<String, Image>,
     refs: HashMap<String, String>,
+}
+
+impl Index {
+    pub(crate) fn get(&self, id: &str) -> Option<Image> {
+        self.images.get(id).cloned()
+    }
+
+    pub(crate) fn resolve_ref(&self, reference: &str) -> Option<String> {
+        self.refs.get(reference).cloned()
+    }
+
+    pub(crate) fn list(&self) -> Vec<Image> {
+        self.images.values().cloned().collect()
+    }
+
+    /// Ids starting with `prefix` (`sha256:` included), at most two.
+    pub(crate) fn ids_with_prefix(&self, prefix: &str) -> Vec<String> {
+        self.images
+            .range(prefix.to_owned()..)
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .take(2)
+            .cloned()
+            .collect()
+    }
 }
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Image> {
@@ -81,22 +106,23 @@ impl Meta {
     }
 
     /// Whether lookups are served from memory now (no disk read, no decoding).
+    #[cfg(test)]
     pub(crate) fn is_indexed(&self) -> bool {
+        self.cached().is_some()
+    }
+
+    /// The index if it is built: lookups in it read no disk.
+    pub(crate) fn cached(&self) -> Option<Arc<Index>> {
         self.index
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+            .clone()
     }
 
     /// The index, built from the tables if a change dropped it.
-    fn index(&self) -> Result<Arc<Index>> {
-        if let Some(index) = self
-            .index
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            return Ok(Arc::clone(index));
+    pub(crate) fn index(&self) -> Result<Arc<Index>> {
+        if let Some(index) = self.cached() {
+            return Ok(index);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let tx = self.db.begin_read()?;
@@ -137,29 +163,19 @@ impl Meta {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn get(&self, id: &str) -> Result<Option<Image>> {
-        Ok(self.index()?.images.get(id).cloned())
+        Ok(self.index()?.get(id))
     }
 
+    #[cfg(test)]
     pub(crate) fn resolve_ref(&self, reference: &str) -> Result<Option<String>> {
-        Ok(self.index()?.refs.get(reference).cloned())
+        Ok(self.index()?.resolve_ref(reference))
     }
 
+    #[cfg(test)]
     pub(crate) fn list(&self) -> Result<Vec<Image>> {
-        Ok(self.index()?.images.values().cloned().collect())
-    }
-
-    /// Ids starting with `prefix` (`sha256:` included), at most two.
-    pub(crate) fn ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        Ok(self
-            .index()?
-            .images
-            .range(prefix.to_owned()..)
-            .map(|(k, _)| k)
-            .take_while(|k| k.starts_with(prefix))
-            .take(2)
-            .cloned()
-            .collect())
+        Ok(self.index()?.list())
     }
 
     /// Records `image` under its tags and digests, merged with an existing record of
@@ -241,7 +257,9 @@ impl Meta {
             removed
         };
         tx.commit()?;
-        self.changed();
+        if removed.is_some() {
+            self.changed();
+        }
         Ok(removed)
     }
 
@@ -260,7 +278,9 @@ impl Meta {
             }
         };
         tx.commit()?;
-        self.changed();
+        if updated.is_some() {
+            self.changed();
+        }
         Ok(updated)
     }
 
@@ -399,7 +419,10 @@ mod tests {
         assert_eq!(meta.get(a.id.as_str()).unwrap(), None);
         meta.set_pinned(&id, true).unwrap();
         assert!(meta.get(&id).unwrap().unwrap().pinned);
-        assert_eq!(meta.ids_with_prefix("sha256:bb").unwrap(), vec![id.clone()]);
+        assert_eq!(
+            meta.index().unwrap().ids_with_prefix("sha256:bb"),
+            vec![id.clone()]
+        );
         meta.remove(&id).unwrap();
         assert!(meta.list().unwrap().is_empty());
         assert_eq!(meta.resolve_ref("docker.io/library/a:1").unwrap(), None);

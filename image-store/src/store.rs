@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::locks::{KeyedLocks, Protected};
-use crate::meta::Meta;
+use crate::meta::{Index, Meta};
 use crate::options::StoreOptions;
 use crate::reference::ImageRef;
 use crate::usage::{Usage, dir_usage};
@@ -195,20 +195,27 @@ impl ImageStore {
     /// (with or without `sha256:`). `None` if nothing matches.
     pub async fn status(&self, reference_or_id: &str) -> Result<Option<Image>> {
         // From memory when the index is there: no blocking thread needed.
-        if self.inner.meta.is_indexed() {
-            return resolve(&self.inner.meta, reference_or_id);
+        if let Some(index) = self.inner.meta.cached() {
+            return resolve(&index, reference_or_id);
         }
         let key = reference_or_id.to_owned();
-        self.meta("image status", move |meta| resolve(meta, &key))
-            .await
+        self.meta("image status", move |meta| {
+            resolve(meta.index()?.as_ref(), &key)
+        })
+        .await
     }
 
     /// All images, or those matching `filter` (a reference or id, as [`Self::status`]).
     pub async fn list(&self, filter: Option<&str>) -> Result<Vec<Image>> {
         match filter.filter(|f| !f.is_empty()) {
             Some(f) => Ok(self.status(f).await?.into_iter().collect()),
-            None if self.inner.meta.is_indexed() => self.inner.meta.list(),
-            None => self.meta("list images", |meta| meta.list()).await,
+            None => match self.inner.meta.cached() {
+                Some(index) => Ok(index.list()),
+                None => {
+                    self.meta("list images", |meta| Ok(meta.index()?.list()))
+                        .await
+                }
+            },
         }
     }
 
@@ -240,9 +247,11 @@ impl ImageStore {
     async fn remove_record(&self, reference_or_id: &str) -> Result<Option<Image>> {
         let key = reference_or_id.to_owned();
         let removed = self
-            .meta("remove image", move |meta| match resolve(meta, &key)? {
-                Some(image) => meta.remove(image.id.as_str()),
-                None => Ok(None),
+            .meta("remove image", move |meta| {
+                match resolve(meta.index()?.as_ref(), &key)? {
+                    Some(image) => meta.remove(image.id.as_str()),
+                    None => Ok(None),
+                }
             })
             .await?;
         if let Some(image) = &removed {
@@ -271,7 +280,7 @@ impl ImageStore {
     pub async fn set_pinned(&self, reference_or_id: &str, pinned: bool) -> Result<Image> {
         let key = reference_or_id.to_owned();
         self.meta("pin image", move |meta| {
-            let image = resolve(meta, &key)?.ok_or(Error::NotFound {
+            let image = resolve(meta.index()?.as_ref(), &key)?.ok_or(Error::NotFound {
                 reference: key.clone(),
             })?;
             meta.set_pinned(image.id.as_str(), pinned)?
@@ -338,7 +347,7 @@ impl ImageStore {
     ) -> Result<Option<Image>> {
         let (key, holder) = (reference_or_id.to_owned(), holder.to_owned());
         self.meta("hold image", move |meta| {
-            let Some(image) = resolve(meta, &key)? else {
+            let Some(image) = resolve(meta.index()?.as_ref(), &key)? else {
                 return Ok(None);
             };
             Ok(meta.hold(&holder, image.id.as_str())?.then_some(image))
@@ -417,25 +426,25 @@ impl ImageStore {
     }
 }
 
-fn resolve(meta: &Meta, key: &str) -> Result<Option<Image>> {
+fn resolve(index: &Index, key: &str) -> Result<Option<Image>> {
     if let Ok(id) = Digest::parse(key)
-        && let Some(image) = meta.get(id.as_str())?
+        && let Some(image) = index.get(id.as_str())
     {
         return Ok(Some(image));
     }
     if let Ok(r) = ImageRef::parse(key)
-        && let Some(id) = meta.resolve_ref(&r.to_string())?
+        && let Some(id) = index.resolve_ref(&r.to_string())
     {
-        return meta.get(&id);
+        return Ok(index.get(&id));
     }
     let hex = key.strip_prefix("sha256:").unwrap_or(key);
     if hex.is_empty() || hex.len() > 64 || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Ok(None);
     }
-    let ids = meta.ids_with_prefix(&format!("sha256:{}", hex.to_ascii_lowercase()))?;
+    let ids = index.ids_with_prefix(&format!("sha256:{}", hex.to_ascii_lowercase()));
     match ids.as_slice() {
         [] => Ok(None),
-        [id] => meta.get(id),
+        [id] => Ok(index.get(id)),
         _ => Err(Error::AmbiguousId {
             prefix: key.to_owned(),
         }),
