@@ -281,23 +281,11 @@ async fn make(
         shim_socket: Some(dir.join(shims::SOCKET)),
         ..Default::default()
     };
-    let (spec, user) = blocking("make bundle", move || job.run()).await?;
-    steps.done("bundle");
-    // NRI plugins adjust the spec before the container exists; the sync guard, held
-    // until the record is stored, keeps a plugin registering meanwhile from missing it.
-    let sync = ctx.nri.sync_guard().await;
-    let (spec, nri_created) = if ctx.nri.enabled() {
-        let (spec, created) = nri_adjust(ctx, sandbox, id, &config, spec).await?;
-        steps.done("nri");
-        (spec, Some(created))
-    } else {
-        (spec, None)
-    };
-    // The spec and the record in one task: the record before the shim, whose
-    // processes and cgroups only a record lets crustd find again; the bundle's
-    // mounts and dirs are leftovers recovery removes by themselves.
+    // The record is stored before the shim runs: only a record lets crustd find its
+    // processes and cgroups again; the bundle's mounts and dirs are leftovers recovery
+    // removes by themselves.
     let store_ctx = Arc::clone(ctx);
-    let container = blocking("write spec and add container record", move || {
+    let record = move |spec: oci_spec::runtime::Spec, user: ProcessUser| {
         write_spec(&metadata.bundle_dir, &metadata.id, &spec)?;
         metadata.user = Some(user);
         metadata.created_at = now_nanos();
@@ -305,8 +293,30 @@ async fn make(
             .store
             .add_container(metadata, status)
             .map_err(Error::from)
-    })
-    .await?;
+    };
+    let (container, nri_created, sync) = if ctx.nri.enabled() {
+        let (spec, user) = blocking("make bundle", move || job.run()).await?;
+        steps.done("bundle");
+        // NRI plugins adjust the spec before the container exists; the sync guard,
+        // held until the record is stored, keeps a plugin registering meanwhile from
+        // missing it.
+        let sync = ctx.nri.sync_guard().await;
+        let (spec, created) = nri_adjust(ctx, sandbox, id, &config, spec).await?;
+        steps.done("nri");
+        let container = blocking("write spec and add container record", move || {
+            record(spec, user)
+        })
+        .await?;
+        (container, Some(created), sync)
+    } else {
+        // Without NRI, bundle, spec and record in one blocking task.
+        let container = blocking("make bundle and add container record", move || {
+            let (spec, user) = job.run()?;
+            record(spec, user)
+        })
+        .await?;
+        (container, None, None)
+    };
     drop(sync);
     steps.done("spec and record");
 
