@@ -200,11 +200,6 @@ impl Plugin {
         self.mux.is_closed()
     }
 
-    /// Resolves once its connection has ended.
-    pub async fn closed(&self) {
-        self.mux.closed().await
-    }
-
     /// A receiver that turns true once its connection has ended (or the plugin is
     /// dropped); it does not keep the plugin.
     pub fn closed_signal(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -314,6 +309,3 @@ fn answer<M: Message>(m: &M) -> ttrpc::Response {
     r.payload = m.encode_to_vec();
     r
 }
-
-/// An `Arc` of a registered plugin, as the active list holds it.
-pub type Active = Arc<Plugin>;

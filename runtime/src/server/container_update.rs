@@ -21,18 +21,7 @@ pub async fn update_container_resources(
     req: UpdateContainerResourcesRequest,
 ) -> Result<UpdateContainerResourcesResponse> {
     let c = ctx.store.resolve_container(&req.container_id)?;
-    let id = c.metadata().id.clone();
-    let what = format!("container {id}");
-    let state = c.status().state;
-    if !matches!(state, ContainerState::Created | ContainerState::Running) {
-        return Err(Error::FailedPrecondition {
-            what,
-            message: format!(
-                "cannot update a container in state {}",
-                state.cri().as_str_name()
-            ),
-        });
-    }
+    updatable(&c)?;
     let Some(linux) = req.linux else {
         return Ok(UpdateContainerResourcesResponse {});
     };
@@ -74,4 +63,20 @@ pub async fn apply_resources(
         })
     })
     .await
+}
+
+/// FailedPrecondition unless `c` is created or running: the states whose resources
+/// can change.
+pub fn updatable(c: &Container) -> Result<()> {
+    let state = c.status().state;
+    if matches!(state, ContainerState::Created | ContainerState::Running) {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition {
+        what: format!("container {}", c.metadata().id),
+        message: format!(
+            "cannot update a container in state {}",
+            state.cri().as_str_name()
+        ),
+    })
 }

@@ -12,7 +12,7 @@ use super::Context;
 use super::container_update;
 use super::containers;
 use crate::nri::{self, Host};
-use crate::store::{Container, ContainerState};
+use crate::store::Container;
 
 /// How long an evicted container has to stop on its stop signal before SIGKILL.
 const EVICTION_GRACE: Duration = Duration::from_secs(10);
@@ -75,21 +75,8 @@ impl Host for Context {
 
 async fn update_one(ctx: &Arc<Context>, u: &api::ContainerUpdate) -> super::error::Result<()> {
     let c = ctx.store.resolve_container(&u.container_id)?;
-    let state = c.status().state;
-    if !matches!(state, ContainerState::Created | ContainerState::Running) {
-        return Err(super::error::Error::FailedPrecondition {
-            what: format!("container {}", c.metadata().id),
-            message: format!(
-                "cannot update a container in state {}",
-                state.cri().as_str_name()
-            ),
-        });
-    }
-    let base = c
-        .status()
-        .resources
-        .or_else(|| c.metadata().config.linux.clone().and_then(|l| l.resources))
-        .unwrap_or_default();
+    container_update::updatable(&c)?;
+    let base = super::convert::resources(&c).unwrap_or_default();
     let asked = u
         .linux
         .as_ref()
