@@ -121,9 +121,9 @@ pub async fn pods(
                 let of_pod = ctx.store.containers_of(&m.id);
                 let pids = of_pod
                     .iter()
-                    .filter(|c| c.status().state == ContainerState::Running)
-                    .filter_map(|c| c.status().pid)
-                    .collect::<Vec<_>>();
+                    .map(|c| c.status())
+                    .filter(|st| st.state == ContainerState::Running)
+                    .filter_map(|st| st.pid);
                 let network = m
                     .netns_path
                     .as_deref()
