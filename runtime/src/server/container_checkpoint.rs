@@ -106,9 +106,18 @@ pub async fn checkpoint_container(
         .await
     }
     .await;
-    if let Err(e) = std::fs::remove_dir_all(&work)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
+    // CRIU's images can be large: removed off the async thread.
+    let gone = blocking(
+        "remove checkpoint work dir",
+        move || match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("checkpoint", "remove", &work)(e))
+            }
+            _ => Ok(()),
+        },
+    )
+    .await;
+    if let Err(e) = gone {
         tracing::warn!(%id, error = %e, "remove the checkpoint's work dir");
     }
     made?;
@@ -116,28 +125,11 @@ pub async fn checkpoint_container(
     Ok(CheckpointContainerResponse {})
 }
 
-/// Nanoseconds since the epoch as RFC 3339, as Go's time.Time marshals.
+/// Nanoseconds since the epoch as RFC 3339 with nanoseconds, as Go's time.Time
+/// marshals.
 fn rfc3339(nanos: i64) -> String {
-    let secs = nanos.div_euclid(1_000_000_000);
-    let sub = nanos.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{sub:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// `config.dump`: the fields checkpointctl reads (its `metadata.ContainerConfig`).

@@ -113,18 +113,40 @@ async fn create(
     let mut steps = Steps::new("CreateContainer", &id);
     // A checkpoint archive as the image: the container is restored from it, on the
     // image it was checkpointed from.
-    let restore = match checkpoint_archive(&image_ref) {
-        Some(archive) => Some(unpack_checkpoint(&ctx, &id, archive).await?),
-        None => None,
+    let restoring = checkpoint_archive(&image_ref).is_some();
+    let found = async {
+        let restore = match checkpoint_archive(&image_ref) {
+            Some(archive) => Some(unpack_checkpoint(&ctx, &id, archive).await?),
+            None => None,
+        };
+        let image_ref = restore.as_ref().map_or(image_ref, |r| r.base_image.clone());
+        let image = ctx
+            .images
+            .status_and_hold(&image_ref, id.as_str())
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!("image {image_ref:?}"),
+            })?;
+        Ok::<_, Error>((restore, image_ref, image))
+    }
+    .await;
+    let (restore, image_ref, image) = match found {
+        Ok(found) => found,
+        Err(err) => {
+            // The archive unpacked so far goes with the failed create.
+            if restoring {
+                let dir = ctx.paths.container_dir(&id);
+                if let Err(e) = blocking("remove unpacked checkpoint", move || {
+                    std::fs::remove_dir_all(&dir).map_err(Error::io("checkpoint", "remove", &dir))
+                })
+                .await
+                {
+                    tracing::warn!(%id, error = %e, "remove an unpacked checkpoint");
+                }
+            }
+            return Err(err);
+        }
     };
-    let image_ref = restore.as_ref().map_or(image_ref, |r| r.base_image.clone());
-    let image = ctx
-        .images
-        .status_and_hold(&image_ref, id.as_str())
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            what: format!("image {image_ref:?}"),
-        })?;
     steps.done("image status and hold");
     // A create that fails before its record leaves no record to release these by.
     let volumes = image_volumes::indexes(&config.mounts);
