@@ -423,11 +423,8 @@ pub fn kill_all(container: &mut Container, signal: i32) -> Result<()> {
 /// bind mounts and cgroup mounts are external (the restore mounts them again), its
 /// network and PID namespaces the pod's (external too), established TCP connections
 /// and file locks kept, as CRI-O asks of its OCI runtime.
-pub fn checkpoint(container: &mut Container, images: PathBuf, work: Option<PathBuf>) -> Result<()> {
-    let log = work
-        .clone()
-        .unwrap_or_else(|| images.clone())
-        .join(CHECKPOINT_LOG);
+pub fn checkpoint(container: &mut Container, images: PathBuf) -> Result<()> {
+    let log = images.join(CHECKPOINT_LOG);
     let opts = libcontainer::container::CheckpointOptions {
         ext_unix_sk: true,
         file_locks: true,
@@ -435,7 +432,7 @@ pub fn checkpoint(container: &mut Container, images: PathBuf, work: Option<PathB
         leave_running: true,
         shell_job: false,
         tcp_established: true,
-        work_path: work,
+        work_path: None,
         manage_cgroups_mode: rust_criu::CgMode::SOFT,
         link_remap: true,
     };

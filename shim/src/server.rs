@@ -213,9 +213,8 @@ impl Shim for ShimService {
                 req.image_path
             )));
         }
-        let work = (!req.work_path.is_empty()).then(|| PathBuf::from(&req.work_path));
         let task = Arc::clone(&self.task);
-        tokio::task::spawn_blocking(move || task.checkpoint(PathBuf::from(req.image_path), work))
+        tokio::task::spawn_blocking(move || task.checkpoint(PathBuf::from(req.image_path)))
             .await
             .map_err(|e| Status::internal(format!("checkpoint: {e}")))?
             .map_err(|e| to_status("checkpoint", e))?;

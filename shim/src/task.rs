@@ -621,9 +621,9 @@ impl Task {
         Ok(inner.pid)
     }
 
-    /// Checkpoints the running container with CRIU into `images` (its work dir `work`,
-    /// else `images`), leaving it running.
-    pub fn checkpoint(&self, images: PathBuf, work: Option<PathBuf>) -> Result<()> {
+    /// Checkpoints the running container with CRIU into `images` (its log too),
+    /// leaving it running.
+    pub fn checkpoint(&self, images: PathBuf) -> Result<()> {
         let (phase, reaped) = {
             let inner = lock(&self.inner);
             (inner.phase, inner.reaped)
@@ -640,7 +640,7 @@ impl Task {
             });
         }
         let mut c = lock(&self.container);
-        container::checkpoint(&mut c, images, work).map_err(container_err(&self.id, "checkpoint"))
+        container::checkpoint(&mut c, images).map_err(container_err(&self.id, "checkpoint"))
     }
 
     /// Sends `signal` to the init, or with `all` to every process of the container.

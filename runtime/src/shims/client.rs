@@ -193,7 +193,6 @@ impl Shim {
     pub async fn checkpoint(&mut self, images: &std::path::Path) -> Result<()> {
         let req = crust_proto::shim::CheckpointRequest {
             image_path: images.display().to_string(),
-            work_path: String::new(),
         };
         match self.client.checkpoint(req).await {
             Ok(_) => Ok(()),
