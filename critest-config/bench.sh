@@ -213,7 +213,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- what the benchmark needs
-apt_install containernetworking-plugins iptables iproute2 python3
+apt_install "${CRUST_DEBIAN_PACKAGES[@]}" python3
 tools="$("$here/install-cri-tools.sh")"
 crictl="$tools/crictl"
 step registry "$here/registry.sh" start

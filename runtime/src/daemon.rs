@@ -306,7 +306,7 @@ fn snapshot(ctx: &Context) -> crate::metrics::Snapshot {
     crate::metrics::Snapshot {
         pods: pods.into_iter().collect(),
         containers: containers.into_iter().collect(),
-        shims: ctx.shims.live() as i64,
+        shims: ctx.shims.waited_on() as i64,
         pull_bytes: pulls.bytes_downloaded,
         pull_blobs: pulls.blobs_downloaded,
         layers_unpacked: pulls.layers_unpacked,

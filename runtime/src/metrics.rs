@@ -7,8 +7,8 @@
 //! - `crust_image_pulls_in_flight`, `crust_image_pull_duration_seconds`,
 //!   `crust_image_pull_failures_total`, `crust_image_pull_bytes_total`,
 //!   `crust_image_pull_blobs_total`, `crust_image_layers_unpacked_total`;
-//! - `crust_pods{state}`, `crust_containers{state}`, `crust_shims` (shims crustd has a
-//!   connection to), read from the store at each scrape;
+//! - `crust_pods{state}`, `crust_containers{state}`, `crust_shims` (shims crustd waits
+//!   on for their container's exit), read at each scrape;
 //! - `crust_store_commit_duration_seconds`: each write transaction of crustd's store;
 //! - `crust_build_info{version}`.
 //!
@@ -136,7 +136,11 @@ impl Metrics {
         let containers = Family::<State, Gauge>::default();
         registry.register("containers", "Containers by state", containers.clone());
         let shims = Gauge::default();
-        registry.register("shims", "Shims crustd holds a connection to", shims.clone());
+        registry.register(
+            "shims",
+            "Shims crustd waits on for their container's exit",
+            shims.clone(),
+        );
         let commit_seconds = latency();
         registry.register(
             "store_commit_duration_seconds",

@@ -34,6 +34,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -82,6 +83,10 @@ struct Args {
 
 /// Name of the gRPC socket in the state dir.
 const SOCKET: &str = "shim.sock";
+
+/// Name of the socket whose connections the shim closes once the init has exited (see
+/// [`server::serve_exit_notices`]).
+const EXIT_SOCKET: &str = "exit.sock";
 
 /// Quiet time after which an idle shim gives back memory (see crust-idle): the code
 /// that created and started the container is not needed again until the next call.
@@ -226,6 +231,16 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
                 return Err(err).with_context(|| format!("bind {}", socket.display()));
             }
         };
+        let exit_socket = args.state.join(EXIT_SOCKET);
+        let _ = std::fs::remove_file(&exit_socket);
+        let exit_listener = match tokio::net::UnixListener::bind(&exit_socket) {
+            Ok(l) => l,
+            Err(err) => {
+                let _ = task.shutdown(true).await;
+                return Err(err).with_context(|| format!("bind {}", exit_socket.display()));
+            }
+        };
+        tokio::spawn(server::serve_exit_notices(Arc::clone(&task), exit_listener));
         tracing::info!(id = task.id(), socket = %socket.display(), "created, serving");
         if let Some(mut r) = ready.take() {
             let _ = writeln!(r, "ok");
@@ -234,6 +249,7 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
         tokio::spawn(idle.clone().run(IDLE_TRIM_AFTER));
         idle.touch();
         server::serve(task, listener, socket, &idle).await;
+        let _ = std::fs::remove_file(&exit_socket);
         tracing::info!("shim exits");
         Ok(())
     })

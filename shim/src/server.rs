@@ -16,6 +16,7 @@ use crust_proto::shim::{
     ShutdownRequest, ShutdownResponse, StartRequest, StartResponse, StateRequest, StateResponse,
     Status as ProtoStatus, WaitRequest, WaitResponse,
 };
+use tokio::io::AsyncReadExt;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
@@ -231,6 +232,33 @@ impl Shim for ShimService {
             .map_err(|e| to_status("shutdown", e))?;
         let _ = std::fs::remove_file(&self.socket);
         Ok(Response::new(ShutdownResponse {}))
+    }
+}
+
+/// Serves the exit socket: each connection is held open until the init has exited
+/// (its exit file is written by then) or the peer closes it, and carries no data.
+/// crustd waits for a container's exit on such a connection, which costs both sides
+/// a socket and a task, where a pending Wait call keeps an HTTP/2 connection with its
+/// buffers; a shim that dies closes it too.
+pub async fn serve_exit_notices(task: Arc<Task>, listener: UnixListener) {
+    loop {
+        let mut conn = match listener.accept().await {
+            Ok((conn, _)) => conn,
+            Err(err) => {
+                tracing::warn!(%err, "accept on the exit socket");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let task = Arc::clone(&task);
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            tokio::select! {
+                _ = task.wait() => {}
+                // EOF, data or an error: the peer is done with it.
+                _ = conn.read(&mut byte) => {}
+            }
+        });
     }
 }
 

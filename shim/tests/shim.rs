@@ -169,6 +169,45 @@ async fn kills_a_created_container_and_refuses_shutdown_while_running() {
 }
 
 #[tokio::test]
+async fn exit_socket_closes_once_the_exit_file_is_written() {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+
+    require_prerequisites();
+    let fx = Fixture::new("exitsock", &["sleep", "1000"], |_| {});
+    fx.create();
+    let exit_socket = fx.state().join("exit.sock");
+    let mut waiter = UnixStream::connect(&exit_socket).await.unwrap();
+    // A peer that leaves early takes nothing with it.
+    drop(UnixStream::connect(&exit_socket).await.unwrap());
+    let mut c = fx.client().await;
+    c.start(StartRequest {}).await.unwrap();
+    let mut byte = [0u8; 1];
+    let open = tokio::time::timeout(Duration::from_millis(300), waiter.read(&mut byte)).await;
+    assert!(open.is_err(), "closed while the container runs: {open:?}");
+    c.kill(KillRequest {
+        signal: SIGKILL,
+        all: true,
+    })
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), waiter.read(&mut byte))
+        .await
+        .expect("closed after the exit");
+    assert_eq!(closed.unwrap(), 0, "EOF, no data");
+    assert_eq!(fx.exit_file().expect("written before")["exit_code"], 137);
+    // After the exit, a new connection ends at once.
+    let mut late = UnixStream::connect(&exit_socket).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), late.read(&mut byte)).await;
+    assert_eq!(n.expect("ends at once").unwrap(), 0);
+    c.shutdown(ShutdownRequest { force: false }).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !exit_socket.exists()).await,
+        "removed when the shim exits"
+    );
+}
+
+#[tokio::test]
 async fn exec_sync_output_exit_code_and_timeout() {
     require_prerequisites();
     let fx = Fixture::new("exec", &["sleep", "1000"], |_| {});

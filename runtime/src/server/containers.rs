@@ -154,13 +154,8 @@ pub fn watch(ctx: Arc<Context>, c: Arc<Container>) {
             let Some(socket) = c.status().shim_socket else {
                 return;
             };
-            let exit = match ctx.shims.get(id.as_str(), &socket).wait().await {
-                Ok(w) => ExitFile {
-                    exit_code: w.exit_code,
-                    started_at: 0,
-                    finished_at: w.finished_at,
-                    oom_killed: w.oom_killed,
-                },
+            let exit = match ctx.shims.wait_exit(id.as_str(), &socket).await {
+                Ok(exit) => exit,
                 // A shim that is gone because its container was removed ends the watch.
                 Err(shims::Error::Gone { .. }) if ctx.store.get_container(&id).is_err() => return,
                 Err(shims::Error::Gone { .. }) => exit_of_gone_shim(&c),
@@ -284,12 +279,8 @@ pub async fn release_shim(ctx: &Context, c: &Container) {
         Ok(()) | Err(shims::Error::Gone { .. }) => {}
         // The shim answers and exits at once: a lost answer is a done shutdown.
         Err(err) if !socket.exists() => tracing::debug!(id, %err, "shim shut down"),
-        Err(err) => {
-            tracing::warn!(id, %err, "shut down the shim of an exited container");
-            return;
-        }
+        Err(err) => tracing::warn!(id, %err, "shut down the shim of an exited container"),
     }
-    ctx.shims.forget(&socket);
 }
 
 fn signal_of(c: &Container) -> i32 {
@@ -347,7 +338,6 @@ pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
                 }
                 Err(err) => return Err(err.into()),
             }
-            ctx.shims.forget(&socket);
             steps.done("shim shutdown");
         }
     }

@@ -1,10 +1,10 @@
-//! Clients of running shims. One lazily connected channel per shim socket is kept and
-//! reused; a shim that is gone shows up as [`Error::Gone`], and its exit file (written
-//! before it exits) tells how the container ended.
+//! Clients of running shims: a connection per use, closed when its [`Shim`] is dropped;
+//! and the wait for a container's exit on the shim's exit socket, which holds no gRPC
+//! connection. A shim that is gone shows up as [`Error::Gone`], and its exit file
+//! (written before it exits) tells how the container ended.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crust_proto::shim::shim_client::ShimClient;
@@ -14,18 +14,39 @@ use crust_proto::shim::{
     StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
 };
 use serde::Deserialize;
+use tokio::io::AsyncReadExt;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::{Error, Result};
+use super::{EXIT_SOCKET, Error, Result};
 
 /// How long one connection attempt to a shim may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Channels to the shims, by socket path.
+/// Clients of the shims. A channel is opened per [`Shims::get`] rather than kept per
+/// shim: a kept HTTP/2 connection costs crustd about as much memory as the rest of a
+/// running container's state, for calls that come seconds or hours apart; a new one
+/// over a Unix socket costs well under a millisecond.
 #[derive(Debug, Default)]
 pub struct Shims {
-    channels: Mutex<HashMap<PathBuf, Channel>>,
+    /// How many [`Shims::wait_exit`] are pending.
+    waiting: AtomicUsize,
+}
+
+/// Counts a pending [`Shims::wait_exit`] while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The exit file a shim writes when the container's init exits.
@@ -48,24 +69,17 @@ pub fn read_exit_file(state_dir: &Path) -> Option<ExitFile> {
 }
 
 impl Shims {
-    /// How many shims crustd holds a connection to.
-    pub fn live(&self) -> usize {
-        self.channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+    /// How many shims crustd waits on for their container's exit: one per running
+    /// container it watches.
+    pub fn waited_on(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// A client for the shim of container `id` listening on `socket`.
     pub fn get(&self, id: &str, socket: &Path) -> Shim {
-        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
-        let channel = channels
-            .entry(socket.to_owned())
-            .or_insert_with(|| connect_lazy(socket))
-            .clone();
         // An ExecSync answer (up to the message limit) would exceed tonic's default of
         // 4 MiB; so could a long command.
-        let client = ShimClient::new(channel)
+        let client = ShimClient::new(connect_lazy(socket))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Shim {
@@ -75,12 +89,47 @@ impl Shims {
         }
     }
 
-    /// Drops the channel to a shim that is gone.
-    pub fn forget(&self, socket: &Path) {
-        self.channels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(socket);
+    /// Waits until the init of container `id`, whose shim listens on `socket`, has
+    /// exited, and returns its exit file. The shim closes its exit socket's
+    /// connections once the file is written, or by dying ([`Error::Gone`] when no
+    /// file is there); a shim without an exit socket is waited for with its Wait call.
+    pub async fn wait_exit(&self, id: &str, socket: &Path) -> Result<ExitFile> {
+        let _waiting = Waiting::new(&self.waiting);
+        let dir = socket.parent().unwrap_or(Path::new("/"));
+        match tokio::net::UnixStream::connect(dir.join(EXIT_SOCKET)).await {
+            Ok(mut conn) => {
+                let mut byte = [0u8; 1];
+                // Ends at EOF or a reset; the shim never writes.
+                while let Ok(1..) = conn.read(&mut byte).await {}
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound && socket.exists() => {
+                let w = self.get(id, socket).wait().await?;
+                return Ok(ExitFile {
+                    exit_code: w.exit_code,
+                    started_at: 0,
+                    finished_at: w.finished_at,
+                    oom_killed: w.oom_killed,
+                });
+            }
+            // Refused or absent: the shim is gone; its exit file tells the rest.
+            Err(_) => {}
+        }
+        if let Some(exit) = read_exit_file(dir) {
+            return Ok(exit);
+        }
+        let gone = std::os::unix::net::UnixStream::connect(socket).is_err();
+        let message = "exit socket closed without an exit file";
+        if gone {
+            return Err(Error::Gone {
+                id: id.to_owned(),
+                message: message.into(),
+            });
+        }
+        Err(Error::Call {
+            id: id.to_owned(),
+            op: "wait",
+            status: Box::new(tonic::Status::unavailable(message)),
+        })
     }
 }
 

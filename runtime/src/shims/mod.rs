@@ -1,6 +1,6 @@
 //! Spawning crust-shim processes and talking to them: finding the binary
-//! ([`locate`]), launching a shim for a new container ([`launch`]) and a client per
-//! shim over its Unix socket ([`Shims`]). A shim outlives crustd, so everything here
+//! ([`locate`]), launching a shim for a new container ([`launch`]) and clients of the
+//! shims over their Unix sockets ([`Shims`]). A shim outlives crustd, so everything here
 //! also works on a shim that another crustd process started.
 
 mod client;
@@ -15,6 +15,10 @@ const SHIM_BINARY: &str = "crust-shim";
 
 /// Name of the shim's socket in the container's state dir.
 pub const SOCKET: &str = "shim.sock";
+
+/// Name of the shim's exit socket in the container's state dir: the shim closes its
+/// connections once the container's init has exited.
+pub const EXIT_SOCKET: &str = "exit.sock";
 
 /// The crust-shim binary: beside the running crustd (how both are built and
 /// installed), else the first in `PATH`.
