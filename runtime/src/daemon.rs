@@ -183,6 +183,7 @@ pub async fn run(
         store,
         host,
         shims: Default::default(),
+        launches: Default::default(),
         events: Default::default(),
         cpu: Default::default(),
         streaming: streaming.streamer(),

@@ -361,6 +361,35 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         Code::FailedPrecondition,
         "exec in a created container: {err:?}"
     );
+    // A command the image does not have: the shim fails to create the container after
+    // CreateContainer answered. StartContainer fails with that error, and the
+    // container is EXITED with reason StartError and code 128, as containerd has it.
+    let nocmd = container_config("nocmd", &["/crust-no-such-command"]);
+    let nocmd = create(&mut rt, &pod, &config, nocmd).await;
+    let err = rt
+        .start_container(StartContainerRequest {
+            container_id: nocmd.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains(&nocmd), "{err:?}");
+    assert!(err.message().contains("crust-no-such-command"), "{err:?}");
+    let s = status(&mut rt, &nocmd).await;
+    assert_eq!(s.state(), ContainerState::ContainerExited, "{s:?}");
+    assert_eq!((s.reason.as_str(), s.exit_code), ("StartError", 128), "{s:?}");
+    assert!(s.message.contains("crust-no-such-command"), "{s:?}");
+    let again = rt
+        .start_container(StartContainerRequest {
+            container_id: nocmd.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.message(), err.message(), "the same answer again");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: nocmd,
+    })
+    .await
+    .unwrap();
 
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,

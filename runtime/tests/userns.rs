@@ -160,9 +160,10 @@ async fn a_pod_user_namespace_maps_ids_and_leaves_nothing_behind() {
         namespaced(container_config("probe", &["sh", "-c", PROBE])),
     )
     .await;
-    // The volume's idmapped clone is gone from the host once the container holds it.
-    assert_eq!(node.mounts("idmap"), Vec::<String>::new());
+    // The volume's idmapped clone is gone from the host once the container holds it:
+    // once its shim has created it, which StartContainer waits for.
     start(&mut rt, &probe).await;
+    assert_eq!(node.mounts("idmap"), Vec::<String>::new());
     let exited = wait_state(&mut rt, &probe, ContainerState::ContainerExited).await;
     let log = std::fs::read_to_string(&exited.log_path).unwrap();
     assert_eq!(exited.exit_code, 0, "{log}");

@@ -19,6 +19,7 @@ use super::containers;
 use super::error::{Error, Result, blocking};
 use super::image_volumes;
 use super::instrument::Steps;
+use super::launches::Outcome;
 use super::names::{self, Reservation};
 use super::sandboxes::Modes;
 use crate::config::CgroupDriver;
@@ -31,7 +32,7 @@ use crate::spec::{
     SandboxNamespaces,
 };
 use crate::store::{
-    ContainerId, ContainerMetadata, ContainerStatus, ProcessUser, Sandbox, SandboxState,
+    Container, ContainerId, ContainerMetadata, ContainerStatus, ProcessUser, Sandbox, SandboxState,
     container_name, now_nanos,
 };
 
@@ -341,31 +342,25 @@ async fn make(
     };
     drop(sync);
     steps.done("spec and record");
-
-    shims::launch(&LaunchRequest {
-        shim: &shim,
-        id: id.as_str(),
-        bundle: &dir,
-        state: &dir,
-        log_path: log_path.as_deref(),
-        stdin: config.stdin,
-        tty: config.tty,
-        cgroups_path: &cgroups,
-        systemd_cgroup: driver == CgroupDriver::Systemd,
-        restore: restore.as_ref().map(|r| r.images.as_path()),
-    })
-    .await?;
-    steps.done("shim launch");
-    let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
-    blocking("release volume clones", move || {
-        container_rootfs::release_volumes(&what, &idmap)
-    })
-    .await?;
     containers::publish(
         ctx,
         &container,
         crust_proto::cri::ContainerEventType::ContainerCreatedEvent,
     );
+    let launch = Launch {
+        ctx: Arc::clone(ctx),
+        container: Arc::clone(&container),
+        shim,
+        log_path,
+        stdin: config.stdin,
+        tty: config.tty,
+        cgroups,
+        systemd: driver == CgroupDriver::Systemd,
+        restore: restore.map(|r| r.images),
+    };
+    ctx.launches.spawn(id.clone(), launch.run());
+    // As containerd: NRI's PostCreateContainer once the container is recorded,
+    // before CreateContainer answers (and so before its StartContainer).
     if let Some(created) = nri_created {
         let pod = nri::convert::pod(sandbox);
         ctx.nri
@@ -377,6 +372,62 @@ async fn make(
         }
     }
     Ok(())
+}
+
+/// What the background launch of a new container's shim needs (see
+/// [`super::launches`]).
+struct Launch {
+    ctx: Arc<Context>,
+    container: Arc<Container>,
+    shim: PathBuf,
+    log_path: Option<PathBuf>,
+    stdin: bool,
+    tty: bool,
+    cgroups: String,
+    systemd: bool,
+    restore: Option<PathBuf>,
+}
+
+impl Launch {
+    /// Launches the shim, which creates the container; then releases what only the
+    /// creation needed. A failure is recorded as the container's exit.
+    async fn run(self) -> Outcome {
+        let ctx = &self.ctx;
+        let m = self.container.metadata();
+        let id = &m.id;
+        let mut steps = Steps::new("CreateContainer (background)", id);
+        let launched = shims::launch(&LaunchRequest {
+            shim: &self.shim,
+            id: id.as_str(),
+            bundle: &m.bundle_dir,
+            state: &m.state_dir,
+            log_path: self.log_path.as_deref(),
+            stdin: self.stdin,
+            tty: self.tty,
+            cgroups_path: &self.cgroups,
+            systemd_cgroup: self.systemd,
+            restore: self.restore.as_deref(),
+        })
+        .await;
+        steps.done("shim launch");
+        if let Err(err) = launched {
+            let message = err.to_string();
+            tracing::warn!(%id, error = %message, "container creation failed");
+            if let Err(e) = containers::record_start_error(ctx, &self.container, &message).await {
+                tracing::error!(%id, error = %e, "record a failed creation");
+            }
+            return Outcome::Failed(message);
+        }
+        let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
+        if let Err(err) = blocking("release volume clones", move || {
+            container_rootfs::release_volumes(&what, &idmap)
+        })
+        .await
+        {
+            tracing::warn!(%id, error = %err, "release the volume clones");
+        }
+        Outcome::Launched
+    }
 }
 
 /// Runs NRI's CreateContainer: each plugin's adjustment applied to `spec` in turn, then

@@ -1,5 +1,5 @@
-//! StartContainer: the shim starts the container's process; crustd then watches for
-//! its exit in the background.
+//! StartContainer: once its shim has created the container (see `launches`), the shim
+//! starts the container's process; crustd then watches for its exit in the background.
 
 use std::sync::Arc;
 
@@ -8,6 +8,8 @@ use crust_proto::cri::{ContainerEventType, StartContainerRequest, StartContainer
 use super::Context;
 use super::containers;
 use super::error::{Error, Result, blocking};
+use super::launches;
+use crate::shims;
 use crate::store::{ContainerState, SandboxState, now_nanos};
 
 /// Starts a CREATED container.
@@ -17,7 +19,16 @@ pub async fn start_container(
 ) -> Result<StartContainerResponse> {
     let c = ctx.store.resolve_container(&req.container_id)?;
     let id = c.metadata().id.clone();
+    ctx.launches.finished(&id).await;
     let status = c.status();
+    // The shim failed to create it: that error is the answer (as containerd's).
+    if status.state == ContainerState::Exited && status.reason == launches::START_ERROR {
+        return Err(shims::Error::Launch {
+            id: id.to_string(),
+            message: status.message,
+        }
+        .into());
+    }
     if status.state != ContainerState::Created || status.removing {
         return Err(Error::FailedPrecondition {
             what: format!("container {id}"),

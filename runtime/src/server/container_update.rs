@@ -21,6 +21,8 @@ pub async fn update_container_resources(
     req: UpdateContainerResourcesRequest,
 ) -> Result<UpdateContainerResourcesResponse> {
     let c = ctx.store.resolve_container(&req.container_id)?;
+    // The cgroup exists once the shim has created the container.
+    ctx.launches.finished(&c.metadata().id).await;
     updatable(&c)?;
     let Some(linux) = req.linux else {
         return Ok(UpdateContainerResourcesResponse {});
@@ -51,6 +53,7 @@ pub async fn apply_resources(
     linux: LinuxContainerResources,
 ) -> Result<()> {
     let id = c.metadata().id.clone();
+    ctx.launches.finished(&id).await;
     let what = format!("container {id}");
     let resources = spec::linux_resources(id.as_str(), &linux, &ctx.host)?;
     let cgroup = cgroups::Cgroup::parse(&c.metadata().cgroups_path);

@@ -15,6 +15,7 @@ use super::Context;
 use super::convert;
 use super::error::{Error, Result, blocking};
 use super::instrument::Steps;
+use super::launches;
 use crate::shims::{self, ExitFile};
 use crate::store::{Container, ContainerId, ContainerState, Exit, Sandbox, now_nanos};
 
@@ -79,6 +80,43 @@ fn log_change(c: &Container, pod: Option<&Sandbox>, kind: ContainerEventType) {
 
 /// Records the container's exit once; a second call changes nothing.
 pub async fn record_exit(ctx: &Arc<Context>, c: &Arc<Container>, exit: ExitFile) -> Result<()> {
+    let end = Exit {
+        code: exit.exit_code,
+        at: if exit.finished_at > 0 {
+            exit.finished_at
+        } else {
+            now_nanos()
+        },
+        reason: exit_reason(&exit).into(),
+        message: String::new(),
+    };
+    record_end(ctx, c, end, exit.started_at).await
+}
+
+/// Records that the container's shim failed to create it: EXITED with reason
+/// StartError and `message` (see [`super::launches`]).
+pub async fn record_start_error(
+    ctx: &Arc<Context>,
+    c: &Arc<Container>,
+    message: &str,
+) -> Result<()> {
+    let end = Exit {
+        code: launches::START_ERROR_CODE,
+        at: now_nanos(),
+        reason: launches::START_ERROR.into(),
+        message: message.to_owned(),
+    };
+    record_end(ctx, c, end, 0).await
+}
+
+/// Records the container's end once, with its start time if it was not recorded
+/// (`started_at`, 0 when unknown); a second call changes nothing.
+async fn record_end(
+    ctx: &Arc<Context>,
+    c: &Arc<Container>,
+    end: Exit,
+    started_at: i64,
+) -> Result<()> {
     if c.status().state == ContainerState::Exited {
         return Ok(());
     }
@@ -87,18 +125,9 @@ pub async fn record_exit(ctx: &Arc<Context>, c: &Arc<Container>, exit: ExitFile)
     let changed = blocking("record exit", move || {
         store_ctx.store.update_container(&id, |s| {
             let changed = s.state != ContainerState::Exited;
-            s.exit(Exit {
-                code: exit.exit_code,
-                at: if exit.finished_at > 0 {
-                    exit.finished_at
-                } else {
-                    now_nanos()
-                },
-                reason: exit_reason(&exit).into(),
-                message: String::new(),
-            });
-            if s.started_at.is_none() && exit.started_at > 0 {
-                s.started_at = Some(exit.started_at);
+            s.exit(end);
+            if s.started_at.is_none() && started_at > 0 {
+                s.started_at = Some(started_at);
             }
             Ok::<_, Error>(changed)
         })
@@ -317,6 +346,8 @@ async fn finish_wait(
 /// and the end of a removal that a crash interrupted.
 pub async fn teardown(ctx: &Arc<Context>, id: &ContainerId) -> Result<()> {
     let mut steps = Steps::new("container teardown", id);
+    // A shim still creating the container would create it after the removal.
+    ctx.launches.finished(id).await;
     let record = ctx.store.get_container(id).ok();
     if let Some(c) = &record {
         let (cid, store_ctx) = (id.clone(), Arc::clone(ctx));

@@ -25,6 +25,7 @@ pub mod error;
 pub mod image;
 pub mod image_volumes;
 pub mod instrument;
+pub mod launches;
 pub mod names;
 pub mod nri_host;
 pub mod runtime_config;
@@ -83,6 +84,8 @@ pub struct Context {
     pub paths: Paths,
     /// Clients of the running shims.
     pub shims: Shims,
+    /// The shim launches of new containers in flight.
+    pub launches: launches::Launches,
     /// Container events for GetContainerEvents.
     pub events: Events,
     /// The previous CPU sample of each container and pod, for CPU rates.

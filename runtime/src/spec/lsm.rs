@@ -1,7 +1,8 @@
 //! AppArmor and SELinux: the process's `apparmorProfile` and `selinuxLabel`.
 //!
 //! An unset or unconfined profile needs nothing. A Localhost AppArmor profile on a
-//! kernel without AppArmor is refused with a clear error rather than ignored.
+//! kernel without AppArmor, or one the kernel has not loaded, is refused with a clear
+//! error rather than ignored.
 //! AppArmor's RuntimeDefault is a profile crust does not ship: it passes where the
 //! kernel has no AppArmor (there is nothing to confine with, as containerd does) and is
 //! refused where it has one. SELinux options on a kernel without SELinux give no
@@ -81,8 +82,28 @@ pub(super) fn apparmor_profile(req: &ContainerSpecRequest) -> Result<Option<Stri
             field,
             format!("profile {name:?} asked for, but this kernel has no AppArmor"),
         )),
+        AppArmorChoice::Localhost(name) if !profile_loaded(&name, APPARMOR_PROFILES) => Err(req
+            .invalid(
+                field,
+                format!("profile {name:?} is not loaded on this node"),
+            )),
         AppArmorChoice::Localhost(name) => Ok(Some(name)),
     }
+}
+
+/// The profiles the kernel has loaded, a line each: `name (mode)`.
+const APPARMOR_PROFILES: &str = "/sys/kernel/security/apparmor/profiles";
+
+/// Whether the AppArmor profile `name` is loaded, by the kernel's list at `list`
+/// (as containerd checks before it creates the container, so that the create fails
+/// naming the profile). A list that cannot be read proves nothing: the container's
+/// creation decides then.
+fn profile_loaded(name: &str, list: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return true;
+    };
+    text.lines()
+        .any(|l| l.rsplit_once(" (").map_or(l, |(n, _)| n) == name)
 }
 
 /// The process's SELinux label, from the container's options (the pod's when it has
@@ -162,6 +183,29 @@ mod tests {
         let err = f.spec().unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("no AppArmor"), "{err}");
+    }
+
+    #[test]
+    fn loaded_profiles_by_the_kernels_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("profiles");
+        std::fs::write(
+            &list,
+            "crust-deny-write (enforce)\n/usr/bin/man (complain)\nwith space (enforce)\n",
+        )
+        .unwrap();
+        let list = list.to_str().unwrap();
+        for name in ["crust-deny-write", "/usr/bin/man", "with space"] {
+            assert!(profile_loaded(name, list), "{name}");
+        }
+        for name in ["crust-deny", "enforce", "crust-deny-write (enforce)"] {
+            assert!(!profile_loaded(name, list), "{name}");
+        }
+        let absent = dir.path().join("absent");
+        assert!(
+            profile_loaded("any", absent.to_str().unwrap()),
+            "unreadable: no proof"
+        );
     }
 
     #[test]
