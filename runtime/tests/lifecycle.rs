@@ -376,7 +376,11 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert!(err.message().contains("crust-no-such-command"), "{err:?}");
     let s = status(&mut rt, &nocmd).await;
     assert_eq!(s.state(), ContainerState::ContainerExited, "{s:?}");
-    assert_eq!((s.reason.as_str(), s.exit_code), ("StartError", 128), "{s:?}");
+    assert_eq!(
+        (s.reason.as_str(), s.exit_code),
+        ("StartError", 128),
+        "{s:?}"
+    );
     assert!(s.message.contains("crust-no-such-command"), "{s:?}");
     let again = rt
         .start_container(StartContainerRequest {

@@ -202,6 +202,12 @@ fn detach(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Binds a Unix socket at `path`, in place of one a previous shim left.
+fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    let _ = std::fs::remove_file(path);
+    tokio::net::UnixListener::bind(path).with_context(|| format!("bind {}", path.display()))
+}
+
 /// Runs the container on a single-threaded runtime until Shutdown.
 fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -222,24 +228,15 @@ fn run(args: Args, ready: &mut Option<File>) -> anyhow::Result<()> {
             restore: args.restore,
         };
         let task = Task::launch(&cfg, reaper)?;
-        let socket = args.state.join(SOCKET);
-        let _ = std::fs::remove_file(&socket);
-        let listener = match tokio::net::UnixListener::bind(&socket) {
-            Ok(l) => l,
-            Err(err) => {
-                let _ = task.shutdown(true).await;
-                return Err(err).with_context(|| format!("bind {}", socket.display()));
-            }
-        };
-        let exit_socket = args.state.join(EXIT_SOCKET);
-        let _ = std::fs::remove_file(&exit_socket);
-        let exit_listener = match tokio::net::UnixListener::bind(&exit_socket) {
-            Ok(l) => l,
-            Err(err) => {
-                let _ = task.shutdown(true).await;
-                return Err(err).with_context(|| format!("bind {}", exit_socket.display()));
-            }
-        };
+        let (socket, exit_socket) = (args.state.join(SOCKET), args.state.join(EXIT_SOCKET));
+        let (listener, exit_listener) =
+            match bind(&socket).and_then(|l| Ok((l, bind(&exit_socket)?))) {
+                Ok(both) => both,
+                Err(err) => {
+                    let _ = task.shutdown(true).await;
+                    return Err(err);
+                }
+            };
         tokio::spawn(server::serve_exit_notices(Arc::clone(&task), exit_listener));
         tracing::info!(id = task.id(), socket = %socket.display(), "created, serving");
         if let Some(mut r) = ready.take() {
