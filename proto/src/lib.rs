@@ -4,7 +4,8 @@
 //! keep, crust's admin API (`crust.admin.v1`, image import and export), and the messages
 //! of NRI's API (`nri.pkg.api.v1alpha1`, fetched by `proto/update` at a pinned
 //! github.com/containerd/nri version, never edited by hand). It holds
-//! generated code and those constants only: it must never carry logic of the runtime
+//! generated code and those constants (and the shim's file names in the state dir)
+//! only: it must never carry logic of the runtime
 //! or the shim.
 
 /// The CRI v1 API: `RuntimeService` and `ImageService`, their messages and clients.
@@ -22,6 +23,16 @@ pub mod shim {
     /// kubelet's own limit for a CRI message, so that an ExecSync answer the shim
     /// sends goes on to kubelet as it is.
     pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+    /// The shim's gRPC socket, in the container's state dir.
+    pub const SOCKET: &str = "shim.sock";
+
+    /// The shim's exit socket, in the container's state dir: the shim closes its
+    /// connections once the init has exited and [`EXIT_FILE`] is written.
+    pub const EXIT_SOCKET: &str = "exit.sock";
+
+    /// The file the shim writes, atomically, when the init exits.
+    pub const EXIT_FILE: &str = "exit.json";
 
     /// The most output an ExecSync answer carries, stdout and stderr together: the
     /// message limit less room for the answer's other fields and framing.

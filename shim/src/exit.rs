@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::sys::wait::WaitStatus;
 use serde::{Deserialize, Serialize};
 
-/// Name of the exit file in the state dir.
-pub const EXIT_FILE: &str = "exit.json";
+pub use crust_proto::shim::EXIT_FILE;
 
 /// How the init process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

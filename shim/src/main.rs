@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use crust_proto::shim::{EXIT_SOCKET, SOCKET};
 use nix::fcntl::OFlag;
 use nix::unistd::{ForkResult, dup2, fork, pipe2, setsid};
 
@@ -80,13 +81,6 @@ struct Args {
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
 }
-
-/// Name of the gRPC socket in the state dir.
-const SOCKET: &str = "shim.sock";
-
-/// Name of the socket whose connections the shim closes once the init has exited (see
-/// [`server::serve_exit_notices`]).
-const EXIT_SOCKET: &str = "exit.sock";
 
 /// Quiet time after which an idle shim gives back memory (see crust-idle): the code
 /// that created and started the container is not needed again until the next call.

@@ -176,7 +176,7 @@ async fn exit_socket_closes_once_the_exit_file_is_written() {
     require_prerequisites();
     let fx = Fixture::new("exitsock", &["sleep", "1000"], |_| {});
     fx.create();
-    let exit_socket = fx.state().join("exit.sock");
+    let exit_socket = fx.state().join(crust_proto::shim::EXIT_SOCKET);
     let mut waiter = UnixStream::connect(&exit_socket).await.unwrap();
     // A peer that leaves early takes nothing with it.
     drop(UnixStream::connect(&exit_socket).await.unwrap());

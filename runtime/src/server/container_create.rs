@@ -19,7 +19,6 @@ use super::containers;
 use super::error::{Error, Result, blocking};
 use super::image_volumes;
 use super::instrument::Steps;
-use super::launches::Outcome;
 use super::names::{self, Reservation};
 use super::sandboxes::Modes;
 use crate::config::CgroupDriver;
@@ -347,18 +346,13 @@ async fn make(
         &container,
         crust_proto::cri::ContainerEventType::ContainerCreatedEvent,
     );
-    let launch = Launch {
-        ctx: Arc::clone(ctx),
-        container: Arc::clone(&container),
+    let launch = launch(
+        Arc::clone(ctx),
+        Arc::clone(&container),
         shim,
-        log_path,
-        stdin: config.stdin,
-        tty: config.tty,
-        cgroups,
-        systemd: driver == CgroupDriver::Systemd,
-        restore: restore.map(|r| r.images),
-    };
-    ctx.launches.spawn(id.clone(), launch.run());
+        restore.map(|r| r.images),
+    );
+    ctx.launches.spawn(id.clone(), launch);
     // As containerd: NRI's PostCreateContainer once the container is recorded,
     // before CreateContainer answers (and so before its StartContainer).
     if let Some(created) = nri_created {
@@ -374,59 +368,43 @@ async fn make(
     Ok(())
 }
 
-/// What the background launch of a new container's shim needs (see
-/// [`super::launches`]).
-struct Launch {
-    ctx: Arc<Context>,
-    container: Arc<Container>,
-    shim: PathBuf,
-    log_path: Option<PathBuf>,
-    stdin: bool,
-    tty: bool,
-    cgroups: String,
-    systemd: bool,
-    restore: Option<PathBuf>,
-}
-
-impl Launch {
-    /// Launches the shim, which creates the container; then releases what only the
-    /// creation needed. A failure is recorded as the container's exit.
-    async fn run(self) -> Outcome {
-        let ctx = &self.ctx;
-        let m = self.container.metadata();
-        let id = &m.id;
-        let mut steps = Steps::new("CreateContainer (background)", id);
-        let launched = shims::launch(&LaunchRequest {
-            shim: &self.shim,
-            id: id.as_str(),
-            bundle: &m.bundle_dir,
-            state: &m.state_dir,
-            log_path: self.log_path.as_deref(),
-            stdin: self.stdin,
-            tty: self.tty,
-            cgroups_path: &self.cgroups,
-            systemd_cgroup: self.systemd,
-            restore: self.restore.as_deref(),
-        })
-        .await;
-        steps.done("shim launch");
-        if let Err(err) = launched {
-            let message = err.to_string();
-            tracing::warn!(%id, error = %message, "container creation failed");
-            if let Err(e) = containers::record_start_error(ctx, &self.container, &message).await {
-                tracing::error!(%id, error = %e, "record a failed creation");
-            }
-            return Outcome::Failed(message);
+/// Launches the shim of the recorded container `c` (see [`super::launches`]): the
+/// shim creates the container as its record describes it, restored from `restore`'s
+/// CRIU images if given; then what only the creation needed is released. A failure is
+/// recorded as the container's exit.
+async fn launch(ctx: Arc<Context>, c: Arc<Container>, shim: PathBuf, restore: Option<PathBuf>) {
+    let m = c.metadata();
+    let id = &m.id;
+    let mut steps = Steps::new("CreateContainer (background)", id);
+    let launched = shims::launch(&LaunchRequest {
+        shim: &shim,
+        id: id.as_str(),
+        bundle: &m.bundle_dir,
+        state: &m.state_dir,
+        log_path: m.log_path.as_deref(),
+        stdin: m.config.stdin,
+        tty: m.config.tty,
+        cgroups_path: &m.cgroups_path,
+        systemd_cgroup: ctx.config.cgroup.driver == CgroupDriver::Systemd,
+        restore: restore.as_deref(),
+    })
+    .await;
+    steps.done("shim launch");
+    if let Err(err) = launched {
+        let message = err.to_string();
+        tracing::warn!(%id, error = %message, "container creation failed");
+        if let Err(e) = containers::record_start_error(&ctx, &c, &message).await {
+            tracing::error!(%id, error = %e, "record a failed creation");
         }
-        let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
-        if let Err(err) = blocking("release volume clones", move || {
-            container_rootfs::release_volumes(&what, &idmap)
-        })
-        .await
-        {
-            tracing::warn!(%id, error = %err, "release the volume clones");
-        }
-        Outcome::Launched
+        return;
+    }
+    let (what, idmap) = (format!("container {id}"), ctx.paths.idmap_dir(id));
+    if let Err(err) = blocking("release volume clones", move || {
+        container_rootfs::release_volumes(&what, &idmap)
+    })
+    .await
+    {
+        tracing::warn!(%id, error = %err, "release the volume clones");
     }
 }
 

@@ -328,12 +328,7 @@ async fn finish_wait(
     waited: shims::Result<crust_proto::shim::WaitResponse>,
 ) -> Result<()> {
     let exit = match waited {
-        Ok(w) => ExitFile {
-            exit_code: w.exit_code,
-            started_at: 0,
-            finished_at: w.finished_at,
-            oom_killed: w.oom_killed,
-        },
+        Ok(w) => w.into(),
         Err(shims::Error::Gone { .. }) => exit_of_gone_shim(c),
         Err(err) => return Err(err.into()),
     };

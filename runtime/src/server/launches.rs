@@ -20,41 +20,33 @@ pub const START_ERROR: &str = "StartError";
 /// The exit code recorded for a container whose shim failed to create it.
 pub const START_ERROR_CODE: i32 = 128;
 
-/// How a launch ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The shim runs and the container is CREATED.
-    Launched,
-    /// The launch failed with this message; the container is recorded EXITED.
-    Failed(String),
-}
-
 /// The launches in flight, by container.
 #[derive(Debug, Default)]
 pub struct Launches {
-    pending: Arc<Mutex<HashMap<ContainerId, watch::Receiver<Option<Outcome>>>>>,
+    pending: Arc<Mutex<HashMap<ContainerId, watch::Receiver<bool>>>>,
 }
 
 impl Launches {
     /// Runs `launch` for container `id` in the background. `launch` records its
-    /// outcome in the store before it returns: a caller that finds nothing pending
-    /// finds the outcome in the container's record.
-    pub fn spawn(&self, id: ContainerId, launch: impl Future<Output = Outcome> + Send + 'static) {
-        let (tx, rx) = watch::channel(None);
+    /// outcome (a failure as the container's exit) in the store before it returns: the
+    /// record tells how it ended.
+    pub fn spawn(&self, id: ContainerId, launch: impl Future<Output = ()> + Send + 'static) {
+        let (tx, rx) = watch::channel(false);
         lock(&self.pending).insert(id.clone(), rx);
         let pending = Arc::clone(&self.pending);
         tokio::spawn(async move {
-            let outcome = launch.await;
+            launch.await;
             lock(&pending).remove(&id);
-            tx.send_replace(Some(outcome));
+            tx.send_replace(true);
         });
     }
 
-    /// Waits for the launch of container `id`, if one is in flight, and returns how it
-    /// ended; `None` when none is.
-    pub async fn finished(&self, id: &ContainerId) -> Option<Outcome> {
-        let mut rx = lock(&self.pending).get(id).cloned()?;
-        rx.wait_for(Option::is_some).await.ok()?.clone()
+    /// Waits for the launch of container `id`, if one is in flight.
+    pub async fn finished(&self, id: &ContainerId) {
+        let rx = lock(&self.pending).get(id).cloned();
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|done| *done).await;
+        }
     }
 }
 
@@ -67,13 +59,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn waiters_see_the_outcome_and_later_callers_nothing() {
+    async fn waiters_wait_for_the_launch_and_later_callers_not() {
         let launches = Arc::new(Launches::default());
         let id = ContainerId::generate();
         let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
         launches.spawn(id.clone(), async move {
             let _ = wait.await;
-            Outcome::Failed("no such file".into())
+            let _ = done_tx.send(());
         });
         let waiter = {
             let (launches, id) = (Arc::clone(&launches), id.clone());
@@ -82,11 +75,16 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished(), "waits while the launch runs");
         go.send(()).unwrap();
-        assert_eq!(
-            waiter.await.unwrap(),
-            Some(Outcome::Failed("no such file".into()))
-        );
-        assert_eq!(launches.finished(&id).await, None, "no longer in flight");
-        assert_eq!(launches.finished(&ContainerId::generate()).await, None);
+        waiter.await.unwrap();
+        done.await
+            .expect("the launch ran to its end before the waiter went on");
+        // No longer in flight, and never launched: no wait.
+        tokio::time::timeout(std::time::Duration::from_secs(1), launches.finished(&id))
+            .await
+            .unwrap();
+        let other = ContainerId::generate();
+        tokio::time::timeout(std::time::Duration::from_secs(1), launches.finished(&other))
+            .await
+            .unwrap();
     }
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crust_proto::shim::shim_client::ShimClient;
-use crust_proto::shim::{AttachInput, ExecInput, IoOutput, MAX_MESSAGE_BYTES};
+use crust_proto::shim::{
+    AttachInput, EXIT_FILE, EXIT_SOCKET, ExecInput, IoOutput, MAX_MESSAGE_BYTES,
+};
 use crust_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillRequest, ReopenLogRequest, ShutdownRequest,
     StartRequest, StateRequest, StateResponse, WaitRequest, WaitResponse,
@@ -18,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
-use super::{EXIT_SOCKET, Error, Result};
+use super::{Error, Result};
 
 /// How long one connection attempt to a shim may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,9 +64,21 @@ pub struct ExitFile {
     pub oom_killed: bool,
 }
 
+impl From<WaitResponse> for ExitFile {
+    /// The exit a Wait call answers with; it carries no start time.
+    fn from(w: WaitResponse) -> Self {
+        ExitFile {
+            exit_code: w.exit_code,
+            started_at: 0,
+            finished_at: w.finished_at,
+            oom_killed: w.oom_killed,
+        }
+    }
+}
+
 /// The exit file in `state_dir`, if the shim wrote one.
 pub fn read_exit_file(state_dir: &Path) -> Option<ExitFile> {
-    let text = std::fs::read(state_dir.join("exit.json")).ok()?;
+    let text = std::fs::read(state_dir.join(EXIT_FILE)).ok()?;
     serde_json::from_slice(&text).ok()
 }
 
@@ -103,13 +117,7 @@ impl Shims {
                 while let Ok(1..) = conn.read(&mut byte).await {}
             }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound && socket.exists() => {
-                let w = self.get(id, socket).wait().await?;
-                return Ok(ExitFile {
-                    exit_code: w.exit_code,
-                    started_at: 0,
-                    finished_at: w.finished_at,
-                    oom_killed: w.oom_killed,
-                });
+                return Ok(self.get(id, socket).wait().await?.into());
             }
             // Refused or absent: the shim is gone; its exit file tells the rest.
             Err(_) => {}

@@ -13,12 +13,7 @@ pub use launch::{LaunchRequest, launch};
 
 const SHIM_BINARY: &str = "crust-shim";
 
-/// Name of the shim's socket in the container's state dir.
-pub const SOCKET: &str = "shim.sock";
-
-/// Name of the shim's exit socket in the container's state dir: the shim closes its
-/// connections once the container's init has exited.
-pub const EXIT_SOCKET: &str = "exit.sock";
+pub use crust_proto::shim::SOCKET;
 
 /// The crust-shim binary: beside the running crustd (how both are built and
 /// installed), else the first in `PATH`.

@@ -102,7 +102,7 @@ impl Fixture {
 
     /// The shim's socket.
     pub fn socket(&self) -> PathBuf {
-        self.state().join("shim.sock")
+        self.state().join(crust_proto::shim::SOCKET)
     }
 
     /// The shim command line.
@@ -165,7 +165,7 @@ impl Fixture {
 
     /// The parsed exit file.
     pub fn exit_file(&self) -> Option<serde_json::Value> {
-        let data = fs::read(self.state().join("exit.json")).ok()?;
+        let data = fs::read(self.state().join(crust_proto::shim::EXIT_FILE)).ok()?;
         Some(serde_json::from_slice(&data).unwrap())
     }
 }
