@@ -395,6 +395,25 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     .await
     .unwrap();
 
+    // The pod stopped right after a CreateContainer, while its shim is still creating
+    // the container: the stop waits for the creation, which does not fail for the
+    // pod's namespaces going under it; the container dies with the pod.
+    let late = create(
+        &mut rt,
+        &pod,
+        &config,
+        container_config("late", &["sleep", "9"]),
+    )
+    .await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let s = status(&mut rt, &late).await;
+    assert_eq!(s.state(), ContainerState::ContainerExited, "{s:?}");
+    assert_ne!(s.reason, "StartError", "{s:?}");
+
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })

@@ -1,10 +1,11 @@
 //! Shim launches in flight. CreateContainer stores the container's record and
 //! answers; its shim, which creates the container (namespaces, rootfs, cgroup), is
 //! launched in the background, as containerd creates its task in StartContainer.
-//! StartContainer, UpdateContainerResources and RemoveContainer wait here for the
-//! launch before they use the shim or the cgroup. A launch that fails leaves the
-//! container EXITED with reason StartError and the launch's error as its message
-//! (containerd's exit code 128 and reason), and StartContainer answers with that error.
+//! StartContainer, UpdateContainerResources, StopPodSandbox and RemoveContainer wait
+//! here for the launch before they use the shim, the cgroup or the pod's namespaces.
+//! A launch that fails leaves the container EXITED with reason StartError and the
+//! launch's error as its message (containerd's exit code 128 and reason), and
+//! StartContainer answers with that error.
 
 use std::collections::HashMap;
 use std::future::Future;

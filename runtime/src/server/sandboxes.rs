@@ -207,6 +207,9 @@ pub async fn stop(ctx: &Arc<Context>, s: &Arc<Sandbox>) -> Result<()> {
     let mut steps = Steps::new("sandbox stop", &s.metadata().id);
     let id = s.metadata().id.clone();
     for c in ctx.store.containers_of(&id) {
+        // A shim still creating a container joins the pod's namespaces: it finishes
+        // before they go, and the container then stops with the pod as any other.
+        ctx.launches.finished(&c.metadata().id).await;
         containers::stop(ctx, &c, Duration::ZERO).await?;
     }
     steps.done("stop containers");
