@@ -161,6 +161,14 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
         .unwrap();
     let memory = stats.memory.unwrap();
     assert!(memory.working_set_bytes.unwrap().value > 0, "{memory:?}");
+    // cgroup v2 has pressure stall information for each resource, which kubelet
+    // reports in its summary.
+    assert!(
+        stats.cpu.unwrap().psi.is_some_and(|p| p.some.is_some()),
+        "cpu psi"
+    );
+    assert!(memory.psi.is_some_and(|p| p.full.is_some()), "memory psi");
+    assert!(stats.io.is_some_and(|io| io.psi.is_some()), "io psi");
     let pod_stats = rt
         .pod_sandbox_stats(PodSandboxStatsRequest {
             pod_sandbox_id: pod.clone(),
@@ -170,10 +178,16 @@ async fn systemd_driver_containers_are_scopes_in_a_slice_crust_makes_for_the_pod
         .into_inner()
         .stats
         .unwrap();
-    let pod_memory = pod_stats.linux.unwrap().memory.unwrap();
+    let pod_linux = pod_stats.linux.unwrap();
+    let pod_memory = pod_linux.memory.unwrap();
     assert!(
         pod_memory.usage_bytes.unwrap().value > 0,
         "the pod's slice is measured"
+    );
+    assert!(pod_memory.psi.is_some(), "pod memory psi");
+    assert!(
+        pod_linux.io.is_some_and(|io| io.psi.is_some()),
+        "pod io psi"
     );
 
     // crustd restarts; the container and its scope stay.

@@ -34,10 +34,11 @@ use libcgroups::stats::Stats;
 use libcgroups::v1::ControllerType;
 
 use super::cgroup_detail::{self, CgroupDetail};
+use super::pressure::{self, Pressure};
 use super::{Error, Result, now_nanos};
 
 /// A cgroup's counters at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CgroupSample {
     /// When it was read, in nanoseconds since the Unix epoch.
     pub timestamp: i64,
@@ -48,6 +49,8 @@ pub struct CgroupSample {
     /// Tasks (processes and threads) in it and its children; `None` without the pids
     /// controller.
     pub pids: Option<u64>,
+    /// Pressure stall information; cgroup v2 only (v1 has no per-cgroup PSI).
+    pub pressure: Pressure,
     /// The figures only the metrics report.
     pub detail: CgroupDetail,
 }
@@ -103,7 +106,7 @@ pub fn sample(cgroups_path: &Path, figures: Figures) -> Result<Option<CgroupSamp
     } else {
         read_direct(&dirs)
     };
-    let sample = match read {
+    let mut sample = match read {
         Ok(sample) => sample,
         Err(_) if !dirs.exists() => return Ok(None),
         Err(source) => {
@@ -113,6 +116,9 @@ pub fn sample(cgroups_path: &Path, figures: Figures) -> Result<Option<CgroupSamp
             });
         }
     };
+    if let (true, Some(dir)) = (dirs.v2, &dirs.cpu) {
+        sample.pressure = pressure::read(dir);
+    }
     if figures == Figures::Stats {
         return Ok(Some(sample));
     }
@@ -282,6 +288,7 @@ fn from_stats(stats: &Stats, dirs: &Dirs, timestamp: i64) -> CgroupSample {
             &stats.memory.stats,
         ),
         pids: dirs.pids_dir().map(|_| stats.pids.current),
+        pressure: Pressure::default(),
         detail: CgroupDetail::default(),
     }
 }
@@ -320,6 +327,7 @@ fn read_direct(dirs: &Dirs) -> io::Result<CgroupSample> {
         cpu_usage_nanos,
         memory: memory_sample(dirs.v2, usage, limit, &stat),
         pids,
+        pressure: Pressure::default(),
         detail: CgroupDetail::default(),
     })
 }

@@ -2,18 +2,33 @@
 //! these.
 
 use crust_proto::cri::{
-    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
     LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage, PodSandboxAttributes,
-    PodSandboxStats, ProcessUsage, UInt64Value,
+    PodSandboxStats, ProcessUsage, PsiData, PsiStats, UInt64Value,
 };
 
-use super::{CgroupSample, FsSample, InterfaceSample, NetworkSample};
+use super::{CgroupSample, FsSample, InterfaceSample, NetworkSample, Psi, PsiLine};
 
 /// The interface kubelet treats as the pod's own (CNI's convention, as containerd).
 const DEFAULT_INTERFACE: &str = "eth0";
 
 fn value(value: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value })
+}
+
+/// CRI's PSI: the kernel's figures, its total (microseconds) in nanoseconds, as CRI
+/// has it and containerd converts it.
+fn psi(psi: Option<&Psi>) -> Option<PsiStats> {
+    let data = |l: &PsiLine| PsiData {
+        total: l.total_micros.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    psi.map(|p| PsiStats {
+        full: p.full.as_ref().map(data),
+        some: Some(data(&p.some)),
+    })
 }
 
 /// CRI's CPU figures: the cumulative counter and, from the second sample on, the rate
@@ -23,8 +38,17 @@ fn cpu(sample: &CgroupSample, nano_cores: Option<u64>) -> CpuUsage {
         timestamp: sample.timestamp,
         usage_core_nano_seconds: value(sample.cpu_usage_nanos),
         usage_nano_cores: nano_cores.and_then(value),
-        psi: None,
+        psi: psi(sample.pressure.cpu.as_ref()),
     }
+}
+
+/// CRI's IO figures, which are PSI alone: none without it (cgroup v1).
+fn io(sample: &CgroupSample) -> Option<IoUsage> {
+    let psi = psi(sample.pressure.io.as_ref())?;
+    Some(IoUsage {
+        timestamp: sample.timestamp,
+        psi: Some(psi),
+    })
 }
 
 fn memory(sample: &CgroupSample) -> MemoryUsage {
@@ -37,7 +61,7 @@ fn memory(sample: &CgroupSample) -> MemoryUsage {
         rss_bytes: value(m.rss_bytes),
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
-        psi: None,
+        psi: psi(sample.pressure.memory.as_ref()),
     }
 }
 
@@ -67,7 +91,7 @@ pub fn container_stats(
         memory: sample.map(memory),
         writable_layer: layer.map(filesystem),
         swap: None,
-        io: None,
+        io: sample.and_then(io),
     }
 }
 
@@ -131,7 +155,7 @@ pub fn pod_stats(input: PodStatsInput<'_>) -> PodSandboxStats {
                 })
             }),
             containers: input.containers,
-            io: None,
+            io: cgroup.and_then(io),
         }),
         windows: None,
     }

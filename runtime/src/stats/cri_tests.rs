@@ -20,6 +20,7 @@ fn sample() -> CgroupSample {
             available_bytes: Some(40),
         },
         pids: Some(3),
+        pressure: Default::default(),
         detail: Default::default(),
     }
 }
@@ -86,6 +87,64 @@ fn missing_figures_stay_unset() {
     let stopped = container_stats(attrs("c2"), None, None, None);
     assert!(stopped.cpu.is_none() && stopped.memory.is_none());
     assert_eq!(stopped.attributes.unwrap().id, "c2");
+}
+
+#[test]
+fn pressure_is_reported_where_the_cgroup_has_it() {
+    use crate::stats::{Pressure, Psi, PsiLine};
+    let line = |avg10, total_micros| PsiLine {
+        avg10,
+        avg60: 0.5,
+        avg300: 0.25,
+        total_micros,
+    };
+    let mut v2 = sample();
+    v2.pressure = Pressure {
+        cpu: Some(Psi {
+            some: line(12.5, 3),
+            full: None,
+        }),
+        memory: Some(Psi {
+            some: line(1.0, 40),
+            full: Some(line(0.75, 20)),
+        }),
+        io: Some(Psi {
+            some: line(2.0, 7),
+            full: Some(line(1.0, 5)),
+        }),
+    };
+    let s = container_stats(attrs("c1"), Some(&v2), None, None);
+    let cpu = s.cpu.unwrap().psi.unwrap();
+    let some = cpu.some.unwrap();
+    // The kernel's microseconds in CRI's nanoseconds.
+    assert_eq!(
+        (some.avg10, some.avg60, some.avg300, some.total),
+        (12.5, 0.5, 0.25, 3_000)
+    );
+    assert!(cpu.full.is_none());
+    let mem = s.memory.unwrap().psi.unwrap();
+    assert_eq!(mem.full.unwrap().total, 20_000);
+    let io = s.io.unwrap();
+    assert_eq!(io.timestamp, 42);
+    assert_eq!(io.psi.unwrap().some.unwrap().total, 7_000);
+
+    let pod = pod_stats(PodStatsInput {
+        cgroup: Some(&v2),
+        ..Default::default()
+    });
+    let linux = pod.linux.unwrap();
+    assert_eq!(linux.cpu.unwrap().psi.unwrap().some.unwrap().avg10, 12.5);
+    assert_eq!(
+        linux.memory.unwrap().psi.unwrap().some.unwrap().total,
+        40_000
+    );
+    assert_eq!(linux.io.unwrap().psi.unwrap().full.unwrap().total, 5_000);
+
+    // cgroup v1: no PSI and no IO usage at all, as containerd.
+    let v1 = container_stats(attrs("c1"), Some(&sample()), None, None);
+    assert!(v1.cpu.unwrap().psi.is_none());
+    assert!(v1.memory.unwrap().psi.is_none());
+    assert!(v1.io.is_none());
 }
 
 #[test]

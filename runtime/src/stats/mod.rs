@@ -23,6 +23,7 @@ mod cri;
 mod fs;
 mod metrics;
 mod net;
+mod pressure;
 mod rates;
 
 pub use cgroup::{CgroupSample, Figures, MemorySample, sample};
@@ -31,6 +32,7 @@ pub use cri::{PodStatsInput, container_stats, pod_stats};
 pub use fs::{FsCapacity, filesystem};
 pub use metrics::{ContainerMetricsInput, PodMetricsInput, metric_descriptors, pod_metrics};
 pub use net::{InterfaceSample, NetworkSample, network, network_via};
+pub use pressure::{Pressure, Psi, PsiLine};
 pub use rates::CpuRates;
 
 /// Errors of sampling. Each names the cgroup, namespace or directory it was reading.

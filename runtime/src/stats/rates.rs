@@ -60,6 +60,7 @@ mod tests {
             cpu_usage_nanos,
             memory: MemorySample::default(),
             pids: None,
+            pressure: Default::default(),
             detail: Default::default(),
         }
     }

@@ -22,6 +22,7 @@ fn sample() -> CgroupSample {
             available_bytes: None,
         },
         pids: Some(4),
+        pressure: Default::default(),
         detail: CgroupDetail {
             cpu_user_nanos: Some(2_000_000_000),
             cpu_system_nanos: Some(500_000_000),
