@@ -540,6 +540,64 @@ async fn a_sigkilled_crustd_comes_back_with_every_pod_and_container() {
     assert!(left.is_empty());
 }
 
+/// The names in the host's /dev.
+fn host_dev() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs root, the CNI plugins and the local registry; scripts/test runs it"]
+async fn a_privileged_container_with_the_hosts_dev_starts_and_leaves_it_as_it_was() {
+    // A privileged pod with hostPath /dev at /dev, as device plugins run: the mount
+    // is the host's /dev, in which nothing is made (no device node, no /dev/fd or
+    // /dev/kcore link, which the host's /dev may already have), as runc does.
+    let _serial = SERIAL.lock().await;
+    let node = Node::start(BRIDGE, SUBNET).await;
+    let mut rt = node.rt().await;
+    let privileged = || LinuxSandboxSecurityContext {
+        privileged: true,
+        ..Default::default()
+    };
+    let mut config = pod_config("hostdev", &node.logs());
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(privileged()),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &config).await;
+    let before = host_dev();
+    let mut c = container_config("hostdev", &["sleep", "60"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    c.mounts = vec![Mount {
+        container_path: "/dev".into(),
+        host_path: "/dev".into(),
+        ..Default::default()
+    }];
+    let id = create(&mut rt, &pod, &config, c).await;
+    start(&mut rt, &id).await;
+    let out = exec(&mut rt, &id, &["ls", "/dev"], 10).await.unwrap();
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let mut seen: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, host_dev(), "the container's /dev is the host's");
+    assert_eq!(host_dev(), before, "nothing made in the host's /dev");
+    remove_pod(&mut rt, &pod).await;
+}
+
 /// Pids of the crust-shims serving this crustd's containers.
 fn shim_pids(node: &Node) -> Vec<u32> {
     let state = node.state().display().to_string();

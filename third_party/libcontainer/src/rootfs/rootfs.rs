@@ -104,6 +104,15 @@ impl RootFS {
 
         self.mount_to_rootfs(linux, spec, rootfs, cgroup_ns)?;
 
+        // A bind mount at /dev (a privileged pod's hostPath /dev) is the host's /dev:
+        // no device, symlink or ptmx is made in it, as runc's needsSetupDev has it.
+        let dev_bound = spec.mounts().iter().flatten().any(|m| {
+            super::utils::is_bind(m) && m.destination().components().eq(Path::new("/dev").components())
+        });
+        if dev_bound {
+            return Ok(());
+        }
+
         let symlinker = Symlink::new();
         symlinker.setup_kcore_symlink(rootfs)?;
         symlinker.setup_default_symlinks(rootfs)?;
