@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs kubelet, the node e2e test binary (e2e_node.test, `go test -c` of
-# k8s.io/kubernetes/test/e2e_node) and agnhost, the suite's test program, of Kubernetes
-# $KUBERNETES_VERSION, built from source fetched through the Go module proxy, into
-# $CRUST_CACHE/kubernetes-$KUBERNETES_VERSION/ and prints that directory. agnhost-root/
-# there holds the files of the agnhost image (the binary, porter's certificate and key);
-# ginkgo, the suite's runner at the version Kubernetes pins, runs specs in parallel.
+# k8s.io/kubernetes/test/e2e_node), agnhost, the suite's test program, and the sample
+# device plugin of Kubernetes $KUBERNETES_VERSION, built from source fetched through the
+# Go module proxy, into $CRUST_CACHE/kubernetes-$KUBERNETES_VERSION/ and prints that
+# directory. agnhost-root/ there holds the files of the agnhost image (the binary,
+# porter's certificate and key), sampledeviceplugin the sample device plugin image's
+# one file; ginkgo, the suite's runner at the version Kubernetes pins, runs specs in
+# parallel.
 #
 # k8s.io/kubernetes is not meant to be required as a module: its go.mod points each
 # staging module (k8s.io/api, k8s.io/client-go, ...) at ./staging/src with version
@@ -19,7 +21,7 @@ set -euo pipefail
 version="${KUBERNETES_VERSION:-v1.37.2}"
 dest="$CRUST_CACHE/kubernetes-$version"
 if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/ginkgo" ] &&
-  [ -x "$dest/agnhost-root/agnhost" ]; then
+  [ -x "$dest/agnhost-root/agnhost" ] && [ -x "$dest/sampledeviceplugin" ]; then
   echo "$dest"
   exit 0
 fi
@@ -33,7 +35,7 @@ mkdir -p "$dest" "$GOPATH"
 exec 8>"$dest.lock"
 flock -w 7200 8 || die "another install holds $dest.lock"
 if [ -x "$dest/kubelet" ] && [ -x "$dest/e2e_node.test" ] && [ -x "$dest/ginkgo" ] &&
-  [ -x "$dest/agnhost-root/agnhost" ]; then
+  [ -x "$dest/agnhost-root/agnhost" ] && [ -x "$dest/sampledeviceplugin" ]; then
   echo "$dest"
   exit 0
 fi
@@ -89,6 +91,16 @@ if [ ! -x "$dest/ginkgo" ]; then
   timed build-ginkgo sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
     go build -trimpath -o "$work/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
   install -m 0755 "$work/ginkgo" "$dest/"
+fi
+if [ ! -x "$dest/sampledeviceplugin" ]; then
+  timed build-sample-device-plugin sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
+    go build "${buildflags[@]}" -o "$work/sampledeviceplugin" \
+    k8s.io/kubernetes/test/images/sample-device-plugin
+  install -m 0755 "$work/sampledeviceplugin" "$dest/"
+fi
+if [ -x "$dest/agnhost-root/agnhost" ]; then
+  echo "$dest"
+  exit 0
 fi
 timed build-agnhost sh -c 'cd "$1" && shift && exec "$@"' _ "$work" \
   go build "${buildflags[@]}" -o "$work/agnhost" k8s.io/kubernetes/test/images/agnhost

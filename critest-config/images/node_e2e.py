@@ -5,10 +5,12 @@ packages as build.py and from agnhost built from source (install-kubernetes.sh),
 pushes them to a local registry under their upstream repository paths.
 
     node_e2e.py build --cache DIR --agnhost-root DIR --busybox PATH
+                      --sample-device-plugin PATH
                                     build (or reuse) the images in DIR/node-e2e-images;
                                     --agnhost-root holds agnhost and porter's key pair,
                                     --busybox is busybox with every applet
-                                    (build-busybox.sh)
+                                    (build-busybox.sh), --sample-device-plugin the
+                                    suite's sample device plugin (install-kubernetes.sh)
     node_e2e.py push  --cache DIR --registry HOST:PORT
     node_e2e.py list  --cache DIR   print "upstream-name path:tag type digest" lines
 
@@ -31,7 +33,8 @@ E2E = "registry.k8s.io/e2e-test-images/"
 
 # Upstream agnhost: alpine plus the agnhost binary at /agnhost, /agnhost-2 linking to
 # it (entrypoint-tester specs), porter's certificate and key, /uploads (netexec), and
-# a user and group for the SupplementalGroups specs; of its packages, the specs here
+# a user and group for the SupplementalGroups specs, and the pause image its
+# fake-registry-server serves (the image pull specs); of its packages, the specs here
 # run curl and bash.
 AGNHOST_TAGS = ("2.66.1", "2.55")
 AGNHOST_PORTS = ("80", "8080", "8081", "9376", "5000")
@@ -91,7 +94,37 @@ def build_agnhost(src, root):
     b.write_file(root, "etc/group", group)
 
 
-def build_images(store, debdir, agnhost_root, busybox, scratch):
+# agnhost's fake-registry-server serves the images under this dir, in the layout its
+# image build makes (fakeregistryserver/prepare_registry.sh): per image,
+# manifests/<tag> holding a digest, and manifests/ and blobs/ by digest.
+FAKE_REGISTRY = "var/registry/"
+
+
+def build_fake_registry(store, top, root):
+    """Puts the image `top` (a list or index, as make_image returns) into root's
+    FAKE_REGISTRY as pause:testing, as upstream's agnhost has it (the image pull
+    specs pull localhost:5000/pause:testing from that server, with credentials)."""
+    def by_digest(kind, digest):
+        algo, hexa = digest.split(":", 1)
+        return os.path.join(FAKE_REGISTRY, "pause", kind, algo, hexa[:2], hexa, "data")
+
+    def copy(kind, digest):
+        with open(store.blob_path(digest), "rb") as f:
+            data = f.read()
+        b.write_file(root, by_digest(kind, digest), data)
+        return json.loads(data) if kind == "manifests" else None
+
+    b.write_file(root, FAKE_REGISTRY + "pause/manifests/testing", top["digest"] + "\n")
+    for m in copy("manifests", top["digest"])["manifests"]:
+        manifest = copy("manifests", m["digest"])
+        for blob in [manifest["config"]] + manifest["layers"]:
+            copy("blobs", blob["digest"])
+    for dirpath, dirs, _ in os.walk(root):
+        for d in dirs:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+
+
+def build_images(store, debdir, agnhost_root, busybox, device_plugin, scratch):
     pkgs = b.Packages(debdir, scratch)
 
     def tree(name):
@@ -113,6 +146,9 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     build_curl(pkgs, agnhost)
     build_bash(pkgs, agnhost)
     b.check_libraries([base, agnhost], scratch)
+    sample_device_plugin = tree("sample-device-plugin")
+    with open(device_plugin, "rb") as f:
+        b.write_file(sample_device_plugin, "sampledeviceplugin", f.read(), 0o755)
     glibc_hostname = tree("glibc-hostname")
     b.install(pkgs, glibc_hostname, "hostname", ["bin/hostname"])
     b.check_libraries([base, glibc_hostname], scratch)
@@ -126,6 +162,13 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
     L_agnhost = b.make_layer(store, agnhost)
     L_pause = b.make_layer(store, pause)
     L_glibc_hostname = b.make_layer(store, glibc_hostname)
+    L_sample_device_plugin = b.make_layer(store, sample_device_plugin)
+    pause_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
+                 "WorkingDir": "/", "Labels": {"org.opencontainers.image.ref.name": "pause:3.10.2"}}
+    pause_image = b.make_image(store, [L_pause], pause_cfg, history=["/pause (Debian catatonit)"])
+    fake_registry = tree("fake-registry")
+    build_fake_registry(store, pause_image, fake_registry)
+    L_fake_registry = b.make_layer(store, fake_registry)
     H_base = "busybox (Debian's source, every applet; libc6, pgrep from procps, ipcs from util-linux)"
     sh = {"Env": [b.PATH_ENV], "Cmd": ["sh"]}
 
@@ -160,12 +203,16 @@ def build_images(store, debdir, agnhost_root, busybox, scratch):
               ["/bin/hostname (Debian hostname, glibc's resolver)"]))
     for tag in AGNHOST_TAGS:
         add(E2E + "agnhost:" + tag,
-            image("agnhost:" + tag, [L_agnhost], agnhost_cfg,
-                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost), curl, bash"]))
-    pause_cfg = {"Env": [b.PATH_ENV], "Entrypoint": ["/pause", "-P"], "User": "65535:65535",
-                 "WorkingDir": "/", "Labels": {"org.opencontainers.image.ref.name": "pause:3.10.2"}}
-    add("registry.k8s.io/pause:3.10.2",
-        b.make_image(store, [L_pause], pause_cfg, history=["/pause (Debian catatonit)"]))
+            image("agnhost:" + tag, [L_agnhost, L_fake_registry], agnhost_cfg,
+                  ["agnhost (built from k8s.io/kubernetes/test/images/agnhost), curl, bash",
+                   FAKE_REGISTRY + "pause:testing (the pause image below)"]))
+    add("registry.k8s.io/pause:3.10.2", pause_image)
+    # Upstream: the plugin on a distroless base; the Device Plugin specs run it as a
+    # privileged DaemonSet pod (test/e2e/testing-manifests/sample-device-plugin).
+    add(E2E + "sample-device-plugin:1.8.0",
+        image("sample-device-plugin:1.8.0", [L_sample_device_plugin],
+              {"Env": [b.PATH_ENV], "Entrypoint": ["/sampledeviceplugin", "-alsologtostderr"]},
+              ["/sampledeviceplugin (built from k8s.io/kubernetes/test/images/sample-device-plugin)"]))
 
     out = []
     for name, desc in refs:
@@ -187,10 +234,11 @@ def load_refs(cache):
     return b.load_json(refs_path(cache))
 
 
-def stamp(debdir, agnhost_root, busybox):
+def stamp(debdir, agnhost_root, busybox, device_plugin):
     h = hashlib.sha256(b.inputs_stamp(debdir).encode())
-    with open(busybox, "rb") as f:
-        h.update(hashlib.sha256(f.read()).digest())
+    for path in (busybox, device_plugin):
+        with open(path, "rb") as f:
+            h.update(hashlib.sha256(f.read()).digest())
     with open(os.path.abspath(__file__), "rb") as f:
         h.update(f.read())
     for name in sorted(os.listdir(agnhost_root)):
@@ -201,7 +249,7 @@ def stamp(debdir, agnhost_root, busybox):
 
 def cmd_build(args):
     debdir = os.path.join(args.cache, "debs")
-    want = stamp(debdir, args.agnhost_root, args.busybox)
+    want = stamp(debdir, args.agnhost_root, args.busybox, args.sample_device_plugin)
     store = b.Store(store_dir(args.cache))
     cur = load_refs(args.cache)
     if cur and cur.get("stamp") == want and \
@@ -209,7 +257,8 @@ def cmd_build(args):
         return
     scratch = tempfile.mkdtemp(dir=args.cache, prefix="build-node-e2e-")
     try:
-        refs = build_images(store, debdir, args.agnhost_root, args.busybox, scratch)
+        refs = build_images(store, debdir, args.agnhost_root, args.busybox,
+                            args.sample_device_plugin, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     tmp = refs_path(args.cache) + ".tmp"
@@ -245,9 +294,11 @@ def main():
     p.add_argument("--registry", default="127.0.0.1:5111")
     p.add_argument("--agnhost-root")
     p.add_argument("--busybox")
+    p.add_argument("--sample-device-plugin")
     args = p.parse_args()
-    if args.command == "build" and not (args.agnhost_root and args.busybox):
-        p.error("build needs --agnhost-root and --busybox")
+    if args.command == "build" and not (args.agnhost_root and args.busybox
+                                        and args.sample_device_plugin):
+        p.error("build needs --agnhost-root, --busybox and --sample-device-plugin")
     os.umask(0o022)
     try:
         {"build": cmd_build, "push": cmd_push, "list": cmd_list}[args.command](args)
