@@ -34,6 +34,8 @@ devices:
     deviceNodes:
     - path: /dev/crust-one
       hostPath: {node}
+    - path: /tmp/crust-two
+      hostPath: {node}
     mounts:
     - hostPath: {data}
       containerPath: /cdi-data
@@ -66,7 +68,10 @@ async fn cdi_devices_reach_the_container() {
     let mut rt = node.rt().await;
     let pod_config = pod_config("cdi", &node.logs());
     let pod = run_pod(&mut rt, &pod_config).await;
-    let script = "test -c /dev/crust-one && printf 'crust cdi test\\n' > /dev/crust-one \
+    // A device node outside /dev too, as the node e2e suite's sample device plugin
+    // has them (/tmp/CDI-Dev-N).
+    let script = "test -c /dev/crust-one && test -c /tmp/crust-two \
+                  && printf 'crust cdi test\\n' > /dev/crust-one \
                   && cat /cdi-data/file && echo \" $ONE $VENDOR\"";
 
     let mut by_field = container_config("field", &["sleep", "3600"]);
